@@ -1,0 +1,482 @@
+"""Light typed views of what Tiledesk sends back: users, projects, messages, requests, webhooks.
+
+Each class keeps the handful of fields a learner looks at, with Python names, and the JSON exactly
+as the server sent it in ``.raw``. ``from_json`` accepts missing fields (real servers differ by
+version and deployment), so a field the server left out is ``None`` or empty, never an error.
+Names such as ``"Visitor Vic "`` lose the trailing space Tiledesk adds when there is no last name;
+``.raw`` keeps the original. Secrets (tokens, webhook secrets) are redacted in every ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import jwt
+
+from tiledesk_tutorial.redact import redact
+from tiledesk_tutorial.roles import SenderRole, sender_role
+
+__all__ = [
+    "REQUEST_STATUS",
+    "AuthResult",
+    "DeliveryLog",
+    "Message",
+    "Project",
+    "ProjectMembership",
+    "Request",
+    "RequestPage",
+    "Subscription",
+    "User",
+    "parse_time",
+    "request_status_name",
+]
+
+#: Request (conversation) statuses of Tiledesk 2.x (contract §4.5).
+REQUEST_STATUS: dict[int, str] = {
+    50: "TEMP",
+    100: "UNASSIGNED",
+    150: "ABANDONED",
+    200: "ASSIGNED",
+    300: "SERVED",
+    1000: "CLOSED",
+}
+
+
+def request_status_name(status: int | None) -> str | None:
+    """The name of a request status (``200`` → ``"ASSIGNED"``), or ``None`` if unknown."""
+    return REQUEST_STATUS.get(status) if isinstance(status, int) else None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse a Tiledesk time (ISO 8601 such as ``2026-11-25T07:39:56.340Z``, or epoch ms).
+
+    Returns an aware UTC ``datetime``, or ``None`` when the value is missing or not a time.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+class _Model:
+    """Shared ``repr``: the fields marked for it, times in ISO form, secret fields redacted."""
+
+    _secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self._secret_fields:
+                parts.append(f"{f.name}={redact(value) if value else None!r}")
+            elif f.repr and isinstance(value, datetime):
+                parts.append(f"{f.name}={value.isoformat(timespec='milliseconds')}")
+            elif f.repr:
+                parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _name(value: Any) -> str | None:
+    text = _str(value)
+    return text.strip() if text is not None else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _id(data: Mapping[str, Any]) -> str:
+    return _str(data.get("_id") or data.get("id")) or ""
+
+
+def _ref_id(value: Any) -> str | None:
+    """An id that may come populated (an object with ``_id``) or bare (a string)."""
+    if isinstance(value, dict):
+        return _id(value) or None
+    return _str(value)
+
+
+@dataclass(frozen=True, repr=False)
+class User(_Model):
+    """A Tiledesk user: an agent account, or an anonymous visitor (whose id is a UUID)."""
+
+    id: str
+    email: str | None = None
+    firstname: str | None = None
+    lastname: str | None = None
+    full_name: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> User:
+        """Build from a ``user`` object of sign-up/sign-in answers."""
+        d = _dict(data)
+        first, last = _name(d.get("firstname")), _name(d.get("lastname"))
+        full = _name(d.get("fullName")) or " ".join(p for p in (first, last) if p) or None
+        return cls(
+            id=_id(d),
+            email=_str(d.get("email")),
+            firstname=first,
+            lastname=last,
+            full_name=full,
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class AuthResult(_Model):
+    """What a sign-in returns: the token (``"JWT <jwt>"``, redacted in ``repr``) and the user.
+
+    Tiledesk tokens carry no expiry: keep them. ``claims`` shows what is inside (not verified).
+    """
+
+    _secret_fields: ClassVar[tuple[str, ...]] = ("token",)
+
+    token: str
+    user: User
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> AuthResult:
+        """Build from a sign-in answer; the token is normalised to ``JWT <jwt>``."""
+        d = _dict(data)
+        token = _str(d.get("token")) or ""
+        if token and not token.lower().startswith("jwt "):
+            token = f"JWT {token}"
+        elif token:
+            token = "JWT " + token[4:]
+        return cls(token=token, user=User.from_json(_dict(d.get("user"))), raw=dict(d))
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        """The JWT's claims, decoded **without** verifying the signature (for reading only)."""
+        bare = self.token[4:] if self.token.lower().startswith("jwt ") else self.token
+        try:
+            return dict(jwt.decode(bare, options={"verify_signature": False}))
+        except jwt.PyJWTError:
+            return {}
+
+    @property
+    def is_visitor(self) -> bool:
+        """True for an anonymous visitor's token (claim ``sub`` is ``"guest"``)."""
+        return self.claims.get("sub") == "guest"
+
+
+@dataclass(frozen=True, repr=False)
+class Project(_Model):
+    """A Tiledesk project: its ``id`` is the PROJECT_ID of the tutorial (24 hex characters)."""
+
+    id: str
+    name: str | None = None
+    status: int | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Project:
+        """Build from a project object (``POST /projects``, ``GET /projects/:id``)."""
+        d = _dict(data)
+        return cls(
+            id=_id(d),
+            name=_str(d.get("name")),
+            status=_int(d.get("status")),
+            created_by=_ref_id(d.get("createdBy")),
+            created_at=parse_time(d.get("createdAt")),
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class ProjectMembership(_Model):
+    """One entry of ``GET /projects``: your role in a project, with the project itself."""
+
+    id: str
+    project: Project
+    role: str | None = None
+    user_id: str | None = None
+    status: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ProjectMembership:
+        """Build from a ``project_user`` object whose ``id_project`` is populated (or bare)."""
+        d = _dict(data)
+        ref = d.get("id_project")
+        project = Project.from_json(ref) if isinstance(ref, dict) else Project(id=_str(ref) or "")
+        return cls(
+            id=_id(d),
+            project=project,
+            role=_str(d.get("role")),
+            user_id=_ref_id(d.get("id_user")) or _str(d.get("uuid_user")),
+            status=_str(d.get("status")),
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class Request(_Model):
+    """A Tiledesk request: one support conversation, named by its ``request_id``.
+
+    ``id`` is the database id; the API's paths use ``request_id`` (``support-group-...``).
+    """
+
+    request_id: str
+    status: int | None = None
+    status_name: str | None = None
+    first_text: str | None = None
+    lead_name: str | None = None
+    participants: list[str] = field(default_factory=list)
+    ticket_id: int | None = None
+    created_at: datetime | None = None
+    closed_at: datetime | None = None
+    id: str = ""
+    lead_id: str | None = None
+    project_id: str | None = None
+    department: str | None = None
+    closed_by: str | None = None
+    updated_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Request:
+        """Build from a request object (listing, get, close, or embedded in a message)."""
+        d = _dict(data)
+        lead = _dict(d.get("lead"))
+        status = _int(d.get("status"))
+        participants = d.get("participants")
+        return cls(
+            id=_id(d),
+            request_id=_str(d.get("request_id")) or "",
+            status=status,
+            status_name=request_status_name(status),
+            first_text=_str(d.get("first_text")),
+            lead_id=_str(lead.get("lead_id")),
+            lead_name=_name(lead.get("fullname")),
+            participants=[str(p) for p in participants] if isinstance(participants, list) else [],
+            ticket_id=_int(d.get("ticket_id")),
+            project_id=_ref_id(d.get("id_project")),
+            department=_name(_dict(d.get("department")).get("name")),
+            created_at=parse_time(d.get("createdAt")),
+            updated_at=parse_time(d.get("updatedAt")),
+            closed_at=parse_time(d.get("closed_at")),
+            closed_by=_ref_id(d.get("closed_by")),
+            raw=dict(d),
+        )
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the conversation is closed (status 1000)."""
+        return self.status == 1000
+
+
+@dataclass(frozen=True, repr=False)
+class Message(_Model):
+    """One message of a conversation.
+
+    ``request_id`` is the conversation (Tiledesk calls it ``recipient``); ``role`` says who wrote
+    it: ``"visitor"``, ``"agent"``, ``"bot"`` or ``"system"``. A message returned by
+    :meth:`~tiledesk_tutorial.client.TiledeskClient.send_message` embeds its ``request``.
+    """
+
+    text: str | None
+    sender_fullname: str | None = None
+    role: SenderRole = "visitor"
+    request_id: str | None = None
+    created_at: datetime | None = None
+    id: str = ""
+    sender: str | None = None
+    type: str | None = None
+    status: int | None = None
+    project_id: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict, repr=False)
+    metadata: dict[str, Any] | None = field(default=None, repr=False)
+    request: Request | None = field(default=None, repr=False, compare=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Message:
+        """Build from a message object (REST answer, listing, or a webhook ``payload``)."""
+        d = _dict(data)
+        request = d.get("request")
+        metadata = d.get("metadata")
+        return cls(
+            id=_id(d),
+            text=_str(d.get("text")),
+            sender=_str(d.get("sender")),
+            sender_fullname=_name(d.get("senderFullname")),
+            role=sender_role(d),
+            request_id=_str(d.get("recipient")),
+            type=_str(d.get("type")),
+            status=_int(d.get("status")),
+            project_id=_ref_id(d.get("id_project")),
+            created_at=parse_time(d.get("createdAt")),
+            attributes=dict(_dict(d.get("attributes"))),
+            metadata=dict(metadata) if isinstance(metadata, dict) else None,
+            request=Request.from_json(request) if isinstance(request, dict) else None,
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class RequestPage(_Model):
+    """One page of a request listing: ``count`` matching in all, ``per_page`` per page.
+
+    Iterating a page, or taking its ``len``, walks its ``requests``.
+    """
+
+    requests: list[Request]
+    count: int | None = None
+    per_page: int | None = None
+    page: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None, page: int = 0) -> RequestPage:
+        """Build from a ``{perPage, count, requests}`` answer."""
+        d = _dict(data)
+        items = d.get("requests")
+        requests = [Request.from_json(r) for r in items] if isinstance(items, list) else []
+        return cls(
+            requests=requests,
+            count=_int(d.get("count")),
+            per_page=_int(d.get("perPage")),
+            page=page,
+            raw=dict(d),
+        )
+
+    @property
+    def has_more(self) -> bool:
+        """True when later pages hold more requests."""
+        if self.count is None or not self.per_page:
+            return len(self.requests) > 0 and len(self.requests) == self.per_page
+        return (self.page + 1) * self.per_page < self.count
+
+    def __iter__(self) -> Iterator[Request]:
+        return iter(self.requests)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+@dataclass(frozen=True, repr=False)
+class Subscription(_Model):
+    """A webhook subscription: Tiledesk POSTs each ``event`` to ``target``.
+
+    ``secret`` is given only by :meth:`~tiledesk_tutorial.client.TiledeskClient.create_subscription`
+    (never by listings): keep it to check the ``x-hook-secret`` header of each delivery.
+    """
+
+    _secret_fields: ClassVar[tuple[str, ...]] = ("secret",)
+
+    id: str
+    event: str | None = None
+    target: str | None = None
+    project_id: str | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
+    secret: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(
+        cls, data: Mapping[str, Any] | None, secret_header: str | None = None
+    ) -> Subscription:
+        """Build from a subscription object; ``secret_header`` is the ``x-hook-secret`` header."""
+        d = _dict(data)
+        return cls(
+            id=_id(d),
+            event=_str(d.get("event")),
+            target=_str(d.get("target")),
+            project_id=_ref_id(d.get("id_project")),
+            created_at=parse_time(d.get("createdAt")),
+            created_by=_ref_id(d.get("createdBy")),
+            secret=_str(d.get("secret")) or secret_header or None,
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class DeliveryLog(_Model):
+    """One recorded webhook delivery (``GET /:project_id/subscriptions/history``).
+
+    Tiledesk records deliveries only when the server runs with ``SUBSCRIPTION_LOG_ENABLED=true``;
+    otherwise the history is empty. ``status_code`` is the target's answer, if there was one.
+    """
+
+    event: str | None
+    target: str | None = None
+    status_code: int | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    id: str = ""
+    request_body: Any = field(default=None, repr=False)
+    response_body: Any = field(default=None, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> DeliveryLog:
+        """Build from a SubscriptionLog entry; its JSON-in-a-string fields are decoded."""
+        d = _dict(data)
+        response = _maybe_json(d.get("response"))
+        status_code = None
+        if isinstance(response, dict):
+            status_code = _int(response.get("statusCode") or response.get("status"))
+        err = d.get("err")
+        return cls(
+            id=_id(d),
+            event=_str(d.get("event")),
+            target=_str(d.get("target")),
+            status_code=status_code if status_code is not None else _int(d.get("status_code")),
+            error=None if err in (None, "", {}) else (err if isinstance(err, str) else str(err)),
+            created_at=parse_time(d.get("createdAt")),
+            request_body=_maybe_json(d.get("jsonRequest")),
+            response_body=_maybe_json(d.get("body")),
+            raw=dict(d),
+        )
+
+    @property
+    def ok(self) -> bool:
+        """True when the target answered 2xx."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
