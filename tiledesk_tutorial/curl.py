@@ -1,0 +1,105 @@
+"""Show an API call as the curl command a learner would type, with its secrets redacted.
+
+The tutorial teaches the Tiledesk API with curl; the notebooks print the same command next to each
+Python call. Tokens appear as ``JWT eyJh…(N chars)`` (the way the tutorial abbreviates them), HTTP
+Basic credentials as ``-u 'email:***'``, and passwords or secrets in a JSON body as ``"***"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from tiledesk_tutorial.redact import redact, redact_jwts
+
+__all__ = ["curl_for_prepared", "render_curl"]
+
+# Headers that requests adds by itself and curl does too (or that do not matter for the lesson).
+_IMPLICIT_HEADERS = {"user-agent", "accept", "accept-encoding", "connection", "content-length"}
+_SECRET_KEYS = {"password", "secret", "token", "authtoken"}
+
+
+def render_curl(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | str | None = None,
+) -> str:
+    """Return ``curl`` arguments for one HTTP call, one option per line, secrets redacted.
+
+    Args:
+        method: the HTTP method; ``-X`` is written for everything but GET.
+        url: the full URL (with its query string).
+        headers: the request headers; requests' defaults are left out.
+        body: the request body; JSON is shown compact and with secret fields redacted.
+
+    Returns:
+        A shell-quoted command with ``\\`` line continuations, safe to print.
+    """
+    method = method.upper()
+    lines = [
+        f"curl {shlex.quote(url)}" if method == "GET" else f"curl -X {method} {shlex.quote(url)}"
+    ]
+    auth = None
+    for name, value in (headers or {}).items():
+        low = name.lower()
+        if low == "authorization":
+            auth = _authorization_option(value)
+        elif low not in _IMPLICIT_HEADERS:
+            lines.append(f"-H {shlex.quote(f'{name}: {value}')}")
+    if auth:
+        lines.append(auth)
+    if body:
+        lines.append(f"-d {shlex.quote(_body_text(body))}")
+    return redact_jwts(" \\\n  ".join(lines))
+
+
+def curl_for_prepared(prepared: requests.PreparedRequest) -> str:
+    """Return the curl command of a ``requests.PreparedRequest`` (see :func:`render_curl`)."""
+    return render_curl(
+        prepared.method or "GET",
+        prepared.url or "",
+        dict(prepared.headers),
+        prepared.body,
+    )
+
+
+def _authorization_option(value: str) -> str:
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        user = decoded.partition(":")[0] or "?"
+        return f"-u {shlex.quote(f'{user}:***')}"
+    if scheme.lower() == "jwt":
+        shown = redact("JWT " + credentials)
+        return f"-H {shlex.quote('Authorization: ' + shown)}"
+    return f"-H {shlex.quote(f'Authorization: {scheme} ***')}"
+
+
+def _body_text(body: bytes | str) -> str:
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(_without_secrets(data), ensure_ascii=False)
+
+
+def _without_secrets(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {
+            k: ("***" if k.lower() in _SECRET_KEYS and v else _without_secrets(v))
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_without_secrets(v) for v in data]
+    return data
