@@ -202,6 +202,16 @@ def error_for_response(
 
     summary = f"the server answered {quoted}"
 
+    if 300 <= status < 400:
+        location = headers.get("Location") if headers is not None else None
+        hint = (
+            f"the server redirects to {location}: use that address as the base URL "
+            "(often https:// instead of http://)."
+            if location
+            else "the server redirects elsewhere: check the base URL."
+        )
+        return UnexpectedResponseError(summary, hint=hint, **kwargs)
+
     if status == 401:
         return AuthenticationError(summary, hint=_hint_401(low, is_json, context), **kwargs)
 
@@ -514,6 +524,8 @@ def _quote_server(
     head = f"{status} {reason}".strip()
     if server_message:
         return f"{head}: {server_message!r}"
+    if body_text.strip() and body_text.strip().lower() == reason.strip().lower():
+        return f"{head} (plain text, no JSON)"
     if body_text.strip():
         html = _looks_like_html(body_text, "")
         what = "JSON" if is_json else ("an HTML page" if html else "text")

@@ -1,0 +1,865 @@
+"""``TiledeskClient``: every call of the tutorial, one method each, against any Tiledesk server.
+
+The same code talks to the embedded sandbox and to a real Tiledesk (the cloud at
+``https://api.tiledesk.com/v3``, or a self-hosted server): only the base URL changes.
+
+A typical notebook plays both sides of a conversation with two clients::
+
+    agent = TiledeskClient(sandbox.url)
+    agent.sign_up("ada@example.com", "Passw0rd!", "Ada", "Agent")
+    agent.sign_in("ada@example.com", "Passw0rd!")
+    project = agent.create_project("Tutorial")
+
+    visitor = agent.as_visitor(project.id, firstname="John")
+    request_id = new_request_id(project.id)
+    visitor.send_message(request_id, "Hello, I need help")
+    agent.send_message(request_id, "Hi John, how can I help?", project_id=project.id)
+
+Each call leaves its curl equivalent in ``client.last_curl`` (secrets redacted); with
+``show_curl=True`` the client prints it before sending.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from tiledesk_tutorial.curl import curl_for_prepared
+from tiledesk_tutorial.errors import CallContext, TiledeskError, UnexpectedResponseError
+from tiledesk_tutorial.http import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    ApiResponse,
+    BasicAuth,
+    JWTAuth,
+    Timeout,
+    Transport,
+)
+from tiledesk_tutorial.models import (
+    REQUEST_STATUS,
+    AuthResult,
+    DeliveryLog,
+    Message,
+    Project,
+    ProjectMembership,
+    Request,
+    RequestPage,
+    Subscription,
+    User,
+)
+from tiledesk_tutorial.settings import Settings, load_settings
+
+__all__ = ["TiledeskClient", "new_request_id"]
+
+log = logging.getLogger("tiledesk_tutorial.client")
+
+_PROJECT_ID_RE = re.compile(r"^[0-9a-fA-F]{24}$")
+_MAX_LIMIT = 100  # Tiledesk silently falls back to 40 above this (contract §4.6)
+_STATUS_BY_NAME = {name.lower(): code for code, name in REQUEST_STATUS.items()}
+
+
+def new_request_id(project_id: str) -> str:
+    """A fresh conversation id in Tiledesk's own format: ``support-group-<project_id>-<32 hex>``.
+
+    The first message sent to a new id creates the conversation. Ids are unique across all
+    projects of a server, so always make a new one rather than reusing an old one.
+    """
+    return f"support-group-{_check_project_id(project_id)}-{uuid.uuid4().hex}"
+
+
+class TiledeskClient:
+    """A Tiledesk REST client for the tutorial: sign in, send messages, manage webhooks.
+
+    Args:
+        base_url: the API's address: the sandbox's ``.url``, ``https://api.tiledesk.com/v3`` for
+            the cloud, or a self-hosted server's root such as ``http://localhost:3000``.
+        token: a token to use right away (``"JWT eyJ..."`` or the bare JWT).
+        email: the account's email, used by :meth:`sign_in` and :meth:`use_basic_auth`.
+        password: the account's password (kept private, never shown).
+        project_id: the project that calls address when they are not given one.
+        timeout: seconds to wait for a connection and for each answer, or a ``(connect, read)``
+            pair.
+        retries: how many times a safe call (GET, DELETE) is repeated after a connection error,
+            a 429 or a 502/503/504. Sending a message is never repeated automatically.
+        backoff_factor: the pause between retries grows as ``factor * 2**n`` seconds.
+        show_curl: print each call's curl equivalent before sending it.
+        session: a ``requests.Session`` to use (its adapters and retries are kept as they are).
+
+    Attributes:
+        user: the signed-in user (after :meth:`sign_in` or :meth:`sign_in_anonymously`).
+        last_curl: the most recent call as a curl command (secrets redacted), or ``None``.
+        show_curl: whether to print each call's curl command.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+        project_id: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+        show_curl: bool = False,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._init(
+            Transport(
+                base_url,
+                timeout=timeout,
+                retries=retries,
+                backoff_factor=backoff_factor,
+                session=session,
+            ),
+            owns_transport=True,
+        )
+        self._email = email
+        self._password = password
+        self.project_id = project_id
+        self.show_curl = show_curl
+        if token is not None:
+            self.use_token(token)
+
+    def _init(self, transport: Transport, *, owns_transport: bool) -> None:
+        self._transport = transport
+        self._owns_transport = owns_transport
+        self._auth: JWTAuth | BasicAuth | None = None
+        self._email: str | None = None
+        self._password: str | None = None
+        self._project_id: str | None = None
+        self.user: User | None = None
+        self.last_curl: str | None = None
+        self.show_curl = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        sandbox_url: str | None = None,
+        **kwargs: Any,
+    ) -> TiledeskClient:
+        """Make a client from the tutorial's settings (environment variables and ``.env``).
+
+        Uses ``TILEDESK_API_URL`` when it is set, otherwise ``sandbox_url`` (the embedded
+        sandbox's ``.url``); the email, password and project id come along when set. Nothing is
+        sent: call :meth:`sign_in` next.
+
+        Raises:
+            ValueError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
+        """
+        settings = settings if settings is not None else load_settings()
+        base_url = settings.api_url or sandbox_url
+        if base_url is None:
+            raise ValueError(
+                "TILEDESK_API_URL is not set, so the tutorial runs on the embedded sandbox: "
+                "start it (sandbox = start_sandbox()) and pass sandbox_url=sandbox.url, or set "
+                "TILEDESK_API_URL to use a real Tiledesk."
+            )
+        kwargs.setdefault("email", settings.email)
+        kwargs.setdefault("password", settings.password)
+        kwargs.setdefault("project_id", settings.project_id)
+        return cls(base_url, **kwargs)
+
+    # --- configuration ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._transport.base_url
+
+    @property
+    def timeout(self) -> Timeout:
+        """Seconds to wait for a connection and for each answer."""
+        return self._transport.timeout
+
+    @property
+    def project_id(self) -> str | None:
+        """The project used when a call is not given ``project_id=`` (24 hex characters)."""
+        return self._project_id
+
+    @project_id.setter
+    def project_id(self, value: str | None) -> None:
+        self._project_id = None if value is None else _check_project_id(value)
+
+    @property
+    def token(self) -> str | None:
+        """The token this client sends (``"JWT eyJ..."``), or ``None``. Keep it secret."""
+        return self._auth.token if isinstance(self._auth, JWTAuth) else None
+
+    @property
+    def auth_scheme(self) -> str:
+        """How calls authenticate: ``"jwt"``, ``"basic"`` or ``"none"``."""
+        if isinstance(self._auth, JWTAuth):
+            return "jwt"
+        return "basic" if isinstance(self._auth, BasicAuth) else "none"
+
+    @property
+    def is_visitor(self) -> bool:
+        """True when this client holds an anonymous visitor's (guest) token."""
+        return isinstance(self._auth, JWTAuth) and self._auth.subject == "guest"
+
+    def use_token(self, token: str) -> None:
+        """Authenticate the next calls with this token (``"JWT eyJ..."`` or the bare JWT).
+
+        Raises:
+            ValueError: the token is empty, or uses ``Bearer`` (Tiledesk wants ``JWT``).
+        """
+        self._auth = JWTAuth(token)
+
+    def use_basic_auth(self, email: str | None = None, password: str | None = None) -> None:
+        """Authenticate the next calls with HTTP Basic (email and password), as the tutorial's
+        webhook section does. Without arguments, uses the email and password given before."""
+        email, password = self._credentials(email, password)
+        self._auth = BasicAuth(email, password)
+
+    def as_visitor(
+        self,
+        project_id: str | None = None,
+        *,
+        firstname: str | None = None,
+        lastname: str | None = None,
+        email: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> TiledeskClient:
+        """Sign a new anonymous visitor into a project and return a client that acts as them.
+
+        The new client shares this one's base URL, timeout and connection pool; this client
+        keeps its own identity. Each call makes a new visitor (Tiledesk has no visitor login).
+        """
+        visitor = TiledeskClient.__new__(TiledeskClient)
+        visitor._init(self._transport, owns_transport=False)
+        visitor.show_curl = self.show_curl
+        visitor.sign_in_anonymously(
+            project_id or self.project_id,
+            firstname=firstname,
+            lastname=lastname,
+            email=email,
+            attributes=attributes,
+        )
+        self.last_curl = visitor.last_curl
+        return visitor
+
+    def close(self) -> None:
+        """Release the connection pool (not shared with clients made by :meth:`as_visitor`)."""
+        if self._owns_transport:
+            self._transport.close()
+
+    def __enter__(self) -> TiledeskClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        auth = repr(self._auth) if self._auth is not None else "None"
+        who = self.user.full_name or self.user.email or self.user.id if self.user else None
+        return (
+            f"TiledeskClient(base_url={self.base_url!r}, auth={auth}, "
+            f"project_id={self.project_id!r}, user={who!r})"
+        )
+
+    # --- authentication --------------------------------------------------------------------
+
+    def sign_up(
+        self,
+        email: str,
+        password: str,
+        firstname: str,
+        lastname: str,
+        *,
+        phone: str | None = None,
+    ) -> User:
+        """Create an account (``POST /auth/signup``). It gives no token: call :meth:`sign_in`.
+
+        Raises:
+            ValueError: an empty field, or an email without ``@``.
+            EmailAlreadyRegisteredError: the email has an account already: sign in instead.
+            ValidationError: the server refused a field.
+        """
+        _check_email(email)
+        _check_nonempty(password, "password")
+        _check_nonempty(firstname, "firstname")
+        _check_nonempty(lastname, "lastname")
+        body: dict[str, Any] = {
+            "email": email.strip(),
+            "password": password,
+            "firstname": firstname.strip(),
+            "lastname": lastname.strip(),
+        }
+        if phone:
+            body["phone"] = phone
+        answer = self._call("sign_up", "POST", ("auth", "signup"), json_body=body, auth=False)
+        self._email, self._password = email.strip(), password
+        return User.from_json(_object(answer).get("user"))
+
+    def sign_in(self, email: str | None = None, password: str | None = None) -> AuthResult:
+        """Sign in with email and password (``POST /auth/signin``); this client keeps the token.
+
+        Without arguments, uses the email and password the client was made with (for example
+        ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_settings`).
+
+        Raises:
+            ValueError: no email or password.
+            AuthenticationError: unknown email, or wrong password.
+        """
+        email, password = self._credentials(email, password)
+        body = {"email": email, "password": password}
+        answer = self._call("sign_in", "POST", ("auth", "signin"), json_body=body, auth=False)
+        result = AuthResult.from_json(_object(answer))
+        self._email, self._password = email, password
+        self._adopt(result)
+        return result
+
+    def sign_in_anonymously(
+        self,
+        project_id: str | None = None,
+        *,
+        firstname: str | None = None,
+        lastname: str | None = None,
+        email: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> AuthResult:
+        """Sign in as a new anonymous visitor of a project (``POST /auth/signinAnonymously``).
+
+        This client then holds the visitor's token and uses ``project_id`` by default. The token
+        works in that project only. Note that Tiledesk does not check that the project exists:
+        a wrong id fails only at the next call.
+        """
+        pid = self._pid(project_id)
+        body: dict[str, Any] = {"id_project": pid}
+        for key, value in (("firstname", firstname), ("lastname", lastname), ("email", email)):
+            if value is not None:
+                body[key] = _check_nonempty(value, key)
+        if attributes is not None:
+            body["attributes"] = dict(attributes)
+        answer = self._call(
+            "sign_in_anonymously",
+            "POST",
+            ("auth", "signinAnonymously"),
+            json_body=body,
+            auth=False,
+            project_id=pid,
+        )
+        result = AuthResult.from_json(_object(answer))
+        self._adopt(result)
+        self.project_id = pid
+        return result
+
+    # --- projects --------------------------------------------------------------------------
+
+    def create_project(self, name: str) -> Project:
+        """Create a project (``POST /projects``); you become its owner."""
+        body = {"name": _check_nonempty(name, "name")}
+        return Project.from_json(_object(self._call("create_project", "POST", ("projects",), body)))
+
+    def list_projects(self) -> list[ProjectMembership]:
+        """Your projects (``GET /projects``): your role in each, with the project itself."""
+        answer = self._call("list_projects", "GET", ("projects",))
+        return [ProjectMembership.from_json(item) for item in _array(answer)]
+
+    def get_project(self, project_id: str | None = None) -> Project:
+        """One project (``GET /projects/<id>``); needs the agent role or higher."""
+        pid = self._pid(project_id)
+        answer = self._call(
+            "get_project", "GET", ("projects", pid), project_id=pid, required_role="agent"
+        )
+        return Project.from_json(_object(answer))
+
+    # --- conversations ---------------------------------------------------------------------
+
+    def new_request_id(self, project_id: str | None = None) -> str:
+        """A fresh conversation id for a project (see :func:`new_request_id`)."""
+        return new_request_id(self._pid(project_id))
+
+    def send_message(
+        self,
+        request_id: str,
+        text: str | None = None,
+        *,
+        project_id: str | None = None,
+        type: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        sender_fullname: str | None = None,
+        **fields: Any,
+    ) -> Message:
+        """Send a message into a conversation; the first message creates the conversation.
+
+        ``POST /<project_id>/requests/<request_id>/messages``. Any other Tiledesk message field
+        (``senderFullname``, ``language``, ``channel``...) can be passed by its own name in
+        ``fields`` and is sent as it is. The answer embeds the conversation: ``message.request``.
+
+        This call is never repeated automatically: if it fails without an answer, check with
+        :meth:`list_messages` before sending again.
+
+        Raises:
+            ValueError: an empty text for a text message (other types, such as ``"image"`` with
+                ``metadata``, may have no text), or a malformed request or project id.
+        """
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        if type in (None, "text") and (text is None or not str(text).strip()):
+            raise ValueError(
+                "the message text is empty: pass some text, e.g. send_message(request_id, "
+                "'Hello'). Only other types (type='image' with metadata=...) may have no text."
+            )
+        body: dict[str, Any] = {}
+        if text is not None:
+            body["text"] = text
+        for key, value in (
+            ("type", type),
+            ("attributes", dict(attributes) if attributes is not None else None),
+            ("metadata", dict(metadata) if metadata is not None else None),
+            ("senderFullname", sender_fullname),
+        ):
+            if value is not None:
+                body[key] = value
+        for key, value in fields.items():
+            if key in body:
+                raise ValueError(f"the field {key!r} is given twice: pass it once.")
+            body[key] = value
+        answer = self._call(
+            "send_message",
+            "POST",
+            (pid, "requests", request_id, "messages"),
+            body,
+            project_id=pid,
+        )
+        return Message.from_json(_object(answer))
+
+    def list_messages(self, request_id: str, *, project_id: str | None = None) -> list[Message]:
+        """All messages of a conversation, oldest first (``GET .../requests/<id>/messages``).
+
+        An unknown ``request_id`` gives an empty list, not an error.
+        """
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        answer = self._call(
+            "list_messages", "GET", (pid, "requests", request_id, "messages"), project_id=pid
+        )
+        return [Message.from_json(item) for item in _array(answer)]
+
+    def list_requests(
+        self,
+        *,
+        project_id: str | None = None,
+        page: int = 0,
+        limit: int = 40,
+        status: int | str | Iterable[int | str] | None = None,
+        **filters: str | int | bool,
+    ) -> RequestPage:
+        """One page of the project's conversations (``GET /<project_id>/requests``); agent role.
+
+        Args:
+            page: 0 for the first page.
+            limit: conversations per page, 1 to 100.
+            status: ``None`` for the server's default (open conversations), ``"all"``, a code
+                (``1000``), a name (``"closed"``), or several of them.
+            filters: other Tiledesk query parameters, sent as they are (``sort``, ``direction``,
+                ``full_text``, ``dept_id``, ...).
+        """
+        pid = self._pid(project_id)
+        params = _page_params(page, limit, status, filters)
+        answer = self._call(
+            "list_requests",
+            "GET",
+            (pid, "requests"),
+            params=params,
+            project_id=pid,
+            required_role="agent",
+        )
+        return RequestPage.from_json(_object(answer), page=page)
+
+    def iter_requests(
+        self,
+        *,
+        project_id: str | None = None,
+        status: int | str | Iterable[int | str] | None = None,
+        limit: int = _MAX_LIMIT,
+        **filters: str | int | bool,
+    ) -> Iterator[Request]:
+        """Every conversation matching ``status``/``filters``, fetching page after page."""
+        page = 0
+        while True:
+            result = self.list_requests(
+                project_id=project_id, page=page, limit=limit, status=status, **filters
+            )
+            yield from result.requests
+            if not result.requests or not result.has_more:
+                return
+            page += 1
+
+    def list_my_requests(
+        self,
+        *,
+        project_id: str | None = None,
+        page: int = 0,
+        limit: int = 40,
+        status: int | str | Iterable[int | str] | None = None,
+    ) -> RequestPage:
+        """The conversations the signed-in user started (``GET /<project_id>/requests/me``).
+
+        This is the visitor's view; by default closed conversations are left out.
+        """
+        pid = self._pid(project_id)
+        answer = self._call(
+            "list_my_requests",
+            "GET",
+            (pid, "requests", "me"),
+            params=_page_params(page, limit, status, {}),
+            project_id=pid,
+        )
+        return RequestPage.from_json(_object(answer), page=page)
+
+    def get_request(self, request_id: str, *, project_id: str | None = None) -> Request:
+        """One conversation (``GET /<project_id>/requests/<request_id>``); agent role."""
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        answer = self._call(
+            "get_request",
+            "GET",
+            (pid, "requests", request_id),
+            project_id=pid,
+            required_role="agent",
+        )
+        return Request.from_json(_object(answer))
+
+    def close_request(
+        self, request_id: str, *, project_id: str | None = None, force: bool = False
+    ) -> Request:
+        """Close a conversation as an agent (``PUT .../requests/<request_id>/close``).
+
+        Tiledesk then sends the ``request.update`` and ``request.close`` webhooks and a "Chat
+        closed" system message. Closing a closed conversation is allowed and sends
+        ``request.close`` again.
+        """
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        answer = self._call(
+            "close_request",
+            "PUT",
+            (pid, "requests", request_id, "close"),
+            {"force": True} if force else None,
+            project_id=pid,
+            required_role="agent",
+        )
+        return Request.from_json(_object(answer))
+
+    def close_request_as_visitor(
+        self, request_id: str, *, project_id: str | None = None
+    ) -> Request:
+        """Close a conversation as the visitor (``PUT .../requests/<request_id>/closeg``)."""
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        answer = self._call(
+            "close_request_as_visitor",
+            "PUT",
+            (pid, "requests", request_id, "closeg"),
+            project_id=pid,
+        )
+        return Request.from_json(_object(answer))
+
+    # --- webhooks --------------------------------------------------------------------------
+
+    def create_subscription(
+        self, target: str, event: str = "message.create", *, project_id: str | None = None
+    ) -> Subscription:
+        """Subscribe ``target`` to ``event`` (``POST /<project_id>/subscriptions``); admin role.
+
+        The result carries the ``secret`` that Tiledesk sends in each delivery's
+        ``x-hook-secret`` header. It is shown only now: keep it.
+
+        Raises:
+            ValueError: ``target`` is not an http(s) URL, or ``event`` is empty.
+        """
+        pid = self._pid(project_id)
+        body = {"event": _check_event(event), "target": _check_target(target)}
+        answer = self._call(
+            "create_subscription",
+            "POST",
+            (pid, "subscriptions"),
+            body,
+            project_id=pid,
+            required_role="admin",
+        )
+        return Subscription.from_json(
+            _object(answer), secret_header=answer.headers.get("x-hook-secret")
+        )
+
+    def list_subscriptions(self, *, project_id: str | None = None) -> list[Subscription]:
+        """The project's webhook subscriptions, without their secrets; admin role."""
+        pid = self._pid(project_id)
+        answer = self._call(
+            "list_subscriptions",
+            "GET",
+            (pid, "subscriptions"),
+            project_id=pid,
+            required_role="admin",
+        )
+        return [Subscription.from_json(item) for item in _array(answer)]
+
+    def get_subscription(
+        self, subscription_id: str, *, project_id: str | None = None
+    ) -> Subscription:
+        """One webhook subscription, without its secret; admin role."""
+        pid = self._pid(project_id)
+        answer = self._call(
+            "get_subscription",
+            "GET",
+            (pid, "subscriptions", _check_id(subscription_id, "subscription id")),
+            project_id=pid,
+            required_role="admin",
+        )
+        return Subscription.from_json(_object(answer))
+
+    def delete_subscription(
+        self, subscription_id: str, *, project_id: str | None = None
+    ) -> Subscription | None:
+        """Delete a webhook subscription; returns what was deleted, or ``None`` if nothing was."""
+        pid = self._pid(project_id)
+        answer = self._call(
+            "delete_subscription",
+            "DELETE",
+            (pid, "subscriptions", _check_id(subscription_id, "subscription id")),
+            project_id=pid,
+            required_role="admin",
+        )
+        return Subscription.from_json(answer.data) if isinstance(answer.data, dict) else None
+
+    def subscription_history(
+        self, *, project_id: str | None = None, page: int = 0
+    ) -> list[DeliveryLog]:
+        """Recorded webhook deliveries, newest first, 40 per page; admin role.
+
+        Tiledesk records them only when the server runs with ``SUBSCRIPTION_LOG_ENABLED=true``,
+        so on many servers this list stays empty.
+        """
+        pid = self._pid(project_id)
+        if isinstance(page, bool) or not isinstance(page, int) or page < 0:
+            raise ValueError(f"page must be 0 or more, not {page!r}.")
+        answer = self._call(
+            "subscription_history",
+            "GET",
+            (pid, "subscriptions", "history"),
+            params={"page": page},
+            project_id=pid,
+            required_role="admin",
+        )
+        return [DeliveryLog.from_json(item) for item in _array(answer)]
+
+    # --- the one place calls go through ----------------------------------------------------
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        segments: tuple[str, ...],
+        json_body: Any = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        auth: bool = True,
+        project_id: str | None = None,
+        required_role: str | None = None,
+    ) -> ApiResponse:
+        url = self._transport.url_for(*segments, params=params)
+        credentials = self._auth if auth else None
+        prepared = self._transport.prepare(method, url, json_body=json_body, auth=credentials)
+        curl = curl_for_prepared(prepared)
+        self.last_curl = curl
+        log.debug("%s as curl:\n%s", operation, curl)
+        if self.show_curl:
+            print(curl)  # an opt-in teaching aid: the notebook shows the call next to the code
+        context = CallContext(
+            operation=operation,
+            base_url=self.base_url,
+            auth_scheme=_scheme(credentials),
+            caller_kind=credentials.subject if isinstance(credentials, JWTAuth) else None,
+            project_id=project_id,
+            required_role=required_role,
+            retry_safe=method.upper() in ("GET", "HEAD", "DELETE", "OPTIONS"),
+            secrets=self._secrets(),
+        )
+        try:
+            return self._transport.send(prepared, context=context)
+        except TiledeskError as exc:
+            exc.curl = curl
+            raise
+
+    def _adopt(self, result: AuthResult) -> None:
+        if not result.token:
+            raise TiledeskError(
+                "the sign-in answer has no token.",
+                hint="the base URL may point at something that is not Tiledesk.",
+            )
+        self.use_token(result.token)
+        self.user = result.user
+
+    def _credentials(self, email: str | None, password: str | None) -> tuple[str, str]:
+        email = email if email is not None else self._email
+        password = password if password is not None else self._password
+        if not email or not password:
+            raise ValueError(
+                "an email and a password are needed: pass them, or set TILEDESK_EMAIL and "
+                "TILEDESK_PASSWORD (in the environment or a .env file) and use from_settings()."
+            )
+        _check_email(email)
+        return email.strip(), password
+
+    def _pid(self, project_id: str | None) -> str:
+        pid = project_id if project_id is not None else self._project_id
+        if pid is None:
+            raise ValueError(
+                "no project id: pass project_id=..., or set client.project_id (from "
+                "TILEDESK_PROJECT_ID, or `project.id` after create_project())."
+            )
+        return _check_project_id(pid)
+
+    def _secrets(self) -> tuple[str, ...]:
+        found = [self._password or ""]
+        if isinstance(self._auth, JWTAuth):
+            found.append(self._auth.token)
+        elif isinstance(self._auth, BasicAuth):
+            found.append(str(self._auth.password))
+        return tuple(s for s in found if s)
+
+
+# --- input checks ------------------------------------------------------------------------------
+
+
+def _check_project_id(value: Any) -> str:
+    if not isinstance(value, str) or not _PROJECT_ID_RE.match(value.strip()):
+        raise ValueError(
+            f"{value!r} is not a Tiledesk project id: a project id is 24 hexadecimal characters, "
+            "such as '6b0690cb0ed30d16ca8ddc1a' (use `project.id`, or the id under Project "
+            "Settings in the dashboard)."
+        )
+    return value.strip()
+
+
+def _check_request_id(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("the request id is empty: make one with new_request_id(project_id).")
+    if "/" in value or any(c.isspace() for c in value):
+        raise ValueError(
+            f"the request id {value!r} has a '/' or a space; make one with new_request_id()."
+        )
+    return value
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or "/" in value:
+        raise ValueError(f"{value!r} is not a valid {what}.")
+    return value.strip()
+
+
+def _check_nonempty(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"the {what} is empty.")
+    return value
+
+
+def _check_email(value: Any) -> str:
+    if not isinstance(value, str) or "@" not in value or not value.strip():
+        raise ValueError(f"{value!r} is not an email address.")
+    return value
+
+
+def _check_target(value: Any) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"the webhook target {value!r} is not an http:// or https:// URL. Tiledesk POSTs "
+            "each event there, so it must be reachable from the Tiledesk server (a public URL, "
+            "e.g. from ngrok, for a real Tiledesk)."
+        )
+    return value
+
+
+def _check_event(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{value!r} is not an event name; use e.g. 'message.create', 'request.create', "
+            "'request.update' or 'request.close'."
+        )
+    return value
+
+
+def _status_param(status: int | str | Iterable[int | str] | None) -> str | None:
+    if status is None:
+        return None
+    if isinstance(status, str) and status.strip().lower() == "all":
+        return "all"
+    items = [status] if isinstance(status, int | str) else list(status)
+    codes = []
+    for item in items:
+        if isinstance(item, bool):
+            code = None
+        elif isinstance(item, int):
+            code = item
+        else:
+            text = str(item).strip().lower()
+            code = int(text) if text.isdigit() else _STATUS_BY_NAME.get(text)
+        if code is None:
+            names = ", ".join(f"{n} ({c})" for c, n in REQUEST_STATUS.items())
+            raise ValueError(f"{item!r} is not a request status; use 'all' or one of {names}.")
+        codes.append(str(code))
+    if not codes:
+        raise ValueError("status is an empty list: pass None for the default, or 'all'.")
+    return ",".join(codes)
+
+
+def _page_params(page: int, limit: int, status: Any, filters: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
+        raise ValueError(f"page must be 0 or more (0 is the first page), not {page!r}.")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+        raise ValueError(
+            f"limit must be between 1 and {_MAX_LIMIT}, not {limit!r} (Tiledesk would silently "
+            "use 40 instead)."
+        )
+    params: dict[str, Any] = {"page": page, "limit": limit, "status": _status_param(status)}
+    for key, value in filters.items():
+        if key in params:
+            raise ValueError(f"{key!r} is given twice.")
+        params[key] = str(value).lower() if isinstance(value, bool) else value
+    return params
+
+
+def _scheme(auth: JWTAuth | BasicAuth | None) -> str:
+    if isinstance(auth, JWTAuth):
+        return "jwt"
+    return "basic" if isinstance(auth, BasicAuth) else "none"
+
+
+def _object(answer: ApiResponse) -> dict[str, Any]:
+    """The answer's JSON object; anything else means the server is not the API we expect."""
+    if isinstance(answer.data, dict):
+        return answer.data
+    raise _shape_error(answer, "a JSON object")
+
+
+def _array(answer: ApiResponse) -> list[Any]:
+    """The answer's JSON array; anything else means the server is not the API we expect."""
+    if isinstance(answer.data, list):
+        return answer.data
+    raise _shape_error(answer, "a JSON array")
+
+
+def _shape_error(answer: ApiResponse, expected: str) -> UnexpectedResponseError:
+    got = type(answer.data).__name__ if answer.data is not None else "an empty body"
+    return UnexpectedResponseError(
+        f"the server answered {answer.status} with {got} where {expected} was expected.",
+        url=answer.url,
+        status=answer.status,
+        body=answer.data,
+        hint="the base URL may point at a server that is not Tiledesk, or another API version.",
+    )

@@ -1,0 +1,359 @@
+"""The one place where the client talks HTTP: session, timeouts, retries, auth headers, errors.
+
+Retries are safe by construction: urllib3 repeats only GET, HEAD, DELETE and OPTIONS after a
+response or a dropped connection, and any method only when the connection could not even be
+opened (nothing was sent). So a message is never posted twice behind the learner's back.
+
+Statuses retried: 429 (honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER` seconds), 502, 503
+and 504. Not 500: Tiledesk answers 500 for malformed ids and bodies too, which no retry can fix.
+PUT (closing a request) is not retried either: closing twice is harmless for the request, but the
+server sends the ``request.close`` webhook again, which would confuse a learner watching deliveries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import jwt
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase, HTTPBasicAuth
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
+
+from tiledesk_tutorial.errors import (
+    CallContext,
+    error_for_response,
+    error_for_transport_failure,
+    unexpected_body_error,
+)
+from tiledesk_tutorial.redact import redact
+
+__all__ = [
+    "DEFAULT_BACKOFF_FACTOR",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "MAX_RETRY_AFTER",
+    "RETRY_METHODS",
+    "RETRY_STATUSES",
+    "ApiResponse",
+    "BasicAuth",
+    "JWTAuth",
+    "Transport",
+    "build_session",
+    "normalize_base_url",
+    "normalize_token",
+]
+
+log = logging.getLogger("tiledesk_tutorial.http")
+
+#: Seconds to wait for a connection and then for an answer, unless the client says otherwise.
+DEFAULT_TIMEOUT: float = 15.0
+#: How many times a safe call is repeated after a retryable failure.
+DEFAULT_RETRIES: int = 2
+#: Backoff between retries: 0 s, then ``factor * 2``, ``factor * 4``... seconds.
+DEFAULT_BACKOFF_FACTOR: float = 0.5
+#: A ``Retry-After`` longer than this (seconds) is not waited for: the call fails at once with
+#: :class:`~tiledesk_tutorial.errors.RateLimitError`, whose ``retry_after`` says how long to wait.
+MAX_RETRY_AFTER: float = 10.0
+#: Methods repeated after a response or a dropped connection.
+RETRY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+#: Statuses that make a safe call be repeated.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def normalize_token(token: str) -> str:
+    """Return a Tiledesk token as the ``Authorization`` value the server expects: ``JWT <jwt>``.
+
+    Accepts what sign-in returns (``"JWT eyJ..."``), a bare JWT, or ``"jwt eyJ..."``.
+
+    Raises:
+        ValueError: the token is empty, uses the ``Bearer`` scheme (Tiledesk answers 401 to it),
+            or has spaces or line breaks inside.
+    """
+    if not isinstance(token, str) or not token.strip():
+        raise ValueError("the token is empty: pass the `token` value that sign-in returned.")
+    value = token.strip()
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "bearer":
+        raise ValueError(
+            "this token uses the `Bearer` scheme, which Tiledesk rejects (401): Tiledesk wants "
+            "`Authorization: JWT <token>`. Pass the token as sign-in returned it (it starts with "
+            "'JWT '), or the bare JWT."
+        )
+    if scheme.lower() == "jwt" and rest:
+        value = rest.strip()
+    if any(c.isspace() for c in value):
+        raise ValueError(
+            "the token has spaces or line breaks inside: copy it again, in one piece "
+            "(a JWT looks like xxxxx.yyyyy.zzzzz)."
+        )
+    return f"JWT {value}"
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Check and tidy a base URL: ``http(s)://host[:port][/prefix]``, without a trailing ``/``.
+
+    Raises:
+        ValueError: not an http(s) URL, or it carries a query or fragment.
+    """
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ValueError(
+            "the base URL is empty: pass the sandbox's `.url`, or https://api.tiledesk.com/v3."
+        )
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        guess = f" Did you mean https://{url}?" if "://" not in url else ""
+        raise ValueError(
+            f"the base URL {url!r} is not an http:// or https:// URL, such as "
+            f"https://api.tiledesk.com/v3 or http://127.0.0.1:3000.{guess}"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"the base URL {url!r} must not have a query (?...) or fragment (#...).")
+    return url
+
+
+class JWTAuth(AuthBase):
+    """Send ``Authorization: JWT <jwt>``; the token is normalised once, here, and never shown."""
+
+    def __init__(self, token: str) -> None:
+        self.token = normalize_token(token)
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = self.token
+        return r
+
+    @property
+    def subject(self) -> str | None:
+        """The token's ``sub`` claim (``"user"`` or ``"guest"``), read without verification."""
+        try:
+            claims = jwt.decode(self.token[4:], options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        sub = claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+    def __repr__(self) -> str:
+        return f"JWTAuth({redact(self.token)!r})"
+
+
+class BasicAuth(HTTPBasicAuth):
+    """HTTP Basic with the account's email and password (as the tutorial's webhook section does)."""
+
+    def __repr__(self) -> str:
+        return f"BasicAuth({self.username!r}, '***')"
+
+
+class _Retry(Retry):
+    """urllib3's Retry, but a ``Retry-After`` above :data:`MAX_RETRY_AFTER` stops retrying."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        **kw: Any,
+    ) -> Retry:
+        if response is not None and self.respect_retry_after_header:
+            after = self.get_retry_after(response)
+            if after is not None and after > MAX_RETRY_AFTER:
+                raise MaxRetryError(
+                    _pool,
+                    url or "",
+                    ResponseError(f"Retry-After {after:g} s is longer than {MAX_RETRY_AFTER:g} s"),
+                )
+        return super().increment(method, url, response, error, _pool, **kw)
+
+
+def build_session(
+    *, retries: int = DEFAULT_RETRIES, backoff_factor: float = DEFAULT_BACKOFF_FACTOR
+) -> requests.Session:
+    """A ``requests.Session`` with safe retries mounted, and cookies ignored.
+
+    Tiledesk sets a ``connect.sid`` session cookie that the API does not need; ignoring it keeps an
+    agent's and a visitor's clients that share one session independent.
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, not {retries!r}.")
+    if backoff_factor < 0:
+        raise ValueError(f"backoff_factor must be 0 or more, not {backoff_factor!r}.")
+    retry = _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=0,
+        allowed_methods=RETRY_METHODS,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.cookies.set_policy(_NoCookies())
+    return session
+
+
+class _NoCookies(DefaultCookiePolicy):
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """A successful answer: its status, headers and parsed JSON (``None`` for an empty body)."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+    url: str
+
+
+Timeout = float | tuple[float, float]
+
+
+class Transport:
+    """Base URL + session + timeout; :meth:`send` is the only place where HTTP happens.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:3000`` or ``https://api.tiledesk.com/v3``.
+        timeout: seconds for connecting and for each read, or a ``(connect, read)`` pair.
+        retries: how many times safe calls are repeated (see the module's docstring).
+        backoff_factor: the backoff between retries.
+        session: a session to use instead of a new one (its retry settings are kept).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.timeout = _checked_timeout(timeout)
+        self.session = session or build_session(retries=retries, backoff_factor=backoff_factor)
+        self._owns_session = session is None
+
+    def url_for(self, *segments: str, params: Mapping[str, Any] | None = None) -> str:
+        """The full URL of a path given as segments (each one percent-encoded) and a query."""
+        path = "/".join(quote(str(s), safe="") for s in segments)
+        url = f"{self.base_url}/{path}"
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        if query:
+            url += "?" + urlencode(query, safe=",")
+        return url
+
+    def prepare(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        auth: AuthBase | None = None,
+    ) -> requests.PreparedRequest:
+        """Build the request exactly as it will be sent (for curl rendering and sending)."""
+        request = requests.Request(method.upper(), url, json=json_body, auth=auth)
+        if json_body is None and method.upper() in ("POST", "PUT", "PATCH"):
+            request.headers["Content-Type"] = "application/json"
+        return self.session.prepare_request(request)
+
+    def send(self, prepared: requests.PreparedRequest, *, context: CallContext) -> ApiResponse:
+        """Send, and return the parsed answer, or raise the matching ``TiledeskError``.
+
+        Raises:
+            TiledeskError: a subclass chosen from the status and body (see ``errors``), also for a
+                2xx answer that is not JSON or says ``success: false``.
+            TiledeskConnectionError: no answer (refused, unresolvable, timed out, dropped).
+        """
+        method = prepared.method or "GET"
+        url = prepared.url or ""
+        started = time.monotonic()
+        log.debug("%s %s", method, url)
+        try:
+            response = self.session.send(prepared, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            log.debug("%s %s failed: %s", method, url, type(exc).__name__)
+            raise error_for_transport_failure(
+                exc, method=method, url=url, context=context
+            ) from None
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.debug("%s %s -> %s in %.0f ms", method, url, response.status_code, elapsed_ms)
+        return self._read(response, method=method, url=url, context=context)
+
+    def _read(
+        self, response: requests.Response, *, method: str, url: str, context: CallContext
+    ) -> ApiResponse:
+        status, reason = response.status_code, response.reason or ""
+        text = response.text
+        if status >= 300:
+            raise error_for_response(
+                method=method,
+                url=url,
+                status=status,
+                reason=reason,
+                headers=response.headers,
+                body_text=text,
+                context=context,
+            )
+        data: Any = None
+        if text.strip():
+            try:
+                data = json.loads(text)
+            except ValueError:
+                raise unexpected_body_error(
+                    method=method,
+                    url=url,
+                    status=status,
+                    reason=reason,
+                    content_type=response.headers.get("Content-Type", ""),
+                    body_text=text,
+                    context=context,
+                ) from None
+        if isinstance(data, dict) and data.get("success") is False:
+            raise error_for_response(
+                method=method,
+                url=url,
+                status=status,
+                reason=reason,
+                headers=response.headers,
+                body_text=text,
+                context=context,
+            )
+        return ApiResponse(status=status, headers=response.headers, data=data, url=url)
+
+    def close(self) -> None:
+        """Close the session, if this transport created it."""
+        if self._owns_session:
+            self.session.close()
+
+
+def _checked_timeout(timeout: Timeout) -> Timeout:
+    values = timeout if isinstance(timeout, tuple) else (timeout,)
+    if (
+        not values
+        or len(values) > 2
+        or any(isinstance(v, bool) or not isinstance(v, int | float) or v <= 0 for v in values)
+    ):
+        raise ValueError(
+            f"timeout must be a positive number of seconds or a (connect, read) pair, "
+            f"not {timeout!r}."
+        )
+    return timeout
