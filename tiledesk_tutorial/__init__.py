@@ -14,6 +14,16 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "start_sandbox": "tiledesk_tutorial.sandbox",
     "SandboxHandle": "tiledesk_tutorial.sandbox",
+    "WebhookListener": "tiledesk_tutorial.listener",
+    "ListenerError": "tiledesk_tutorial.listener",
+    "stop_all_listeners": "tiledesk_tutorial.listener",
+    "WebhookEvent": "tiledesk_tutorial.events",
+    "make_delivery": "tiledesk_tutorial.events",
+    "read_jsonl": "tiledesk_tutorial.events",
+    "open_tunnel": "tiledesk_tutorial.tunnel",
+    "close_tunnel": "tiledesk_tutorial.tunnel",
+    "webhook_target": "tiledesk_tutorial.tunnel",
+    "TunnelError": "tiledesk_tutorial.tunnel",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -33,4 +43,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tiledesk_tutorial.events import WebhookEvent as WebhookEvent
+    from tiledesk_tutorial.events import make_delivery as make_delivery
+    from tiledesk_tutorial.events import read_jsonl as read_jsonl
+    from tiledesk_tutorial.listener import ListenerError as ListenerError
+    from tiledesk_tutorial.listener import WebhookListener as WebhookListener
+    from tiledesk_tutorial.listener import stop_all_listeners as stop_all_listeners
     from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
+    from tiledesk_tutorial.tunnel import TunnelError as TunnelError
+    from tiledesk_tutorial.tunnel import close_tunnel as close_tunnel
+    from tiledesk_tutorial.tunnel import open_tunnel as open_tunnel
+    from tiledesk_tutorial.tunnel import webhook_target as webhook_target
