@@ -75,10 +75,12 @@ class TiledeskError(Exception):
         self.status = status
         self.reason = reason
         self.body = body
-        self.server_message = server_message
+        self._secrets = tuple(s for s in secrets if s)
+        self.server_message = (
+            _scrub(server_message, self._secrets) if server_message is not None else None
+        )
         self.hint = hint
         self.curl: str | None = None
-        self._secrets = tuple(s for s in secrets if s)
         self._summary = summary
         super().__init__(self.__str__())
 
