@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "transcripts"
 # Every webhook delivery of the tutorial flow, recorded from a real Tiledesk 2.19.16.
 TRANSCRIPT = DATA / "15-webhook-deliveries.txt"
 # Hop-by-hop and length headers are the transport's business, not the delivery's.
