@@ -24,6 +24,22 @@ _EXPORTS: dict[str, str] = {
     "close_tunnel": "tiledesk_tutorial.tunnel",
     "webhook_target": "tiledesk_tutorial.tunnel",
     "TunnelError": "tiledesk_tutorial.tunnel",
+    "TiledeskClient": "tiledesk_tutorial.client",
+    "new_request_id": "tiledesk_tutorial.client",
+    "Settings": "tiledesk_tutorial.settings",
+    "load_settings": "tiledesk_tutorial.settings",
+    "TiledeskError": "tiledesk_tutorial.errors",
+    "AuthenticationError": "tiledesk_tutorial.errors",
+    "PermissionDeniedError": "tiledesk_tutorial.errors",
+    "EmailAlreadyRegisteredError": "tiledesk_tutorial.errors",
+    "NotFoundError": "tiledesk_tutorial.errors",
+    "ValidationError": "tiledesk_tutorial.errors",
+    "RateLimitError": "tiledesk_tutorial.errors",
+    "ServerError": "tiledesk_tutorial.errors",
+    "UnexpectedResponseError": "tiledesk_tutorial.errors",
+    "TiledeskConnectionError": "tiledesk_tutorial.errors",
+    "TiledeskTimeoutError": "tiledesk_tutorial.errors",
+    "REQUEST_STATUS": "tiledesk_tutorial.models",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -43,13 +59,29 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tiledesk_tutorial.client import TiledeskClient as TiledeskClient
+    from tiledesk_tutorial.client import new_request_id as new_request_id
+    from tiledesk_tutorial.errors import AuthenticationError as AuthenticationError
+    from tiledesk_tutorial.errors import EmailAlreadyRegisteredError as EmailAlreadyRegisteredError
+    from tiledesk_tutorial.errors import NotFoundError as NotFoundError
+    from tiledesk_tutorial.errors import PermissionDeniedError as PermissionDeniedError
+    from tiledesk_tutorial.errors import RateLimitError as RateLimitError
+    from tiledesk_tutorial.errors import ServerError as ServerError
+    from tiledesk_tutorial.errors import TiledeskConnectionError as TiledeskConnectionError
+    from tiledesk_tutorial.errors import TiledeskError as TiledeskError
+    from tiledesk_tutorial.errors import TiledeskTimeoutError as TiledeskTimeoutError
+    from tiledesk_tutorial.errors import UnexpectedResponseError as UnexpectedResponseError
+    from tiledesk_tutorial.errors import ValidationError as ValidationError
     from tiledesk_tutorial.events import WebhookEvent as WebhookEvent
     from tiledesk_tutorial.events import make_delivery as make_delivery
     from tiledesk_tutorial.events import read_jsonl as read_jsonl
     from tiledesk_tutorial.listener import ListenerError as ListenerError
     from tiledesk_tutorial.listener import WebhookListener as WebhookListener
     from tiledesk_tutorial.listener import stop_all_listeners as stop_all_listeners
+    from tiledesk_tutorial.models import REQUEST_STATUS as REQUEST_STATUS
     from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
+    from tiledesk_tutorial.settings import Settings as Settings
+    from tiledesk_tutorial.settings import load_settings as load_settings
     from tiledesk_tutorial.tunnel import TunnelError as TunnelError
     from tiledesk_tutorial.tunnel import close_tunnel as close_tunnel
     from tiledesk_tutorial.tunnel import open_tunnel as open_tunnel
