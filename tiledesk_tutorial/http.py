@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -301,7 +302,7 @@ class Transport:
     def _read(
         self, response: requests.Response, *, method: str, url: str, context: CallContext
     ) -> ApiResponse:
-        status, reason = response.status_code, response.reason or ""
+        status, reason = response.status_code, _reason(response)
         text = response.text
         if status >= 300:
             raise error_for_response(
@@ -343,6 +344,14 @@ class Transport:
         """Close the session, if this transport created it."""
         if self._owns_session:
             self.session.close()
+
+
+def _reason(response: requests.Response) -> str:
+    """The standard reason phrase ("Forbidden"), whatever case the server wrote it in."""
+    try:
+        return HTTPStatus(response.status_code).phrase
+    except ValueError:
+        return response.reason or ""
 
 
 def _checked_timeout(timeout: Timeout) -> Timeout:
