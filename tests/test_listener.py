@@ -195,6 +195,7 @@ def test_verify_token_without_any_secret_refuses_everything(make_listener):
         (b'{"hook": {"event": "message.create"}, "timestamp": 1}', 400, "no 'payload'"),
         (b'{"payload": "text"}', 400, "'payload' is a JSON string"),
         (b"{" + b" " * (1024 * 1024) + b"}", 413, "larger than 1048576 bytes"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     ],
 )
 def test_bad_bodies_get_a_4xx_with_a_short_json_reason_and_nothing_is_kept(
@@ -338,6 +339,23 @@ def test_a_failing_callback_is_counted_and_does_not_stop_the_others(make_listene
     _send(listener, _delivery("c"))
     listener.stop()
     assert listener.stats["callback_errors"] == 2
+
+
+def test_a_callback_may_stop_the_listener(make_listener):
+    listener = make_listener(secret=SECRET)
+    stopped = threading.Event()
+
+    @listener.on_event
+    def stop_after_first(event):
+        listener.stop()
+        stopped.set()
+
+    assert _send(listener, _delivery("last one")).status_code == 200
+    assert stopped.wait(10)
+    for thread in listener_threads():
+        thread.join(10)
+    assert not listener.running
+    assert [e.text for e in listener.events] == ["last one"]
 
 
 def test_wait_for_wakes_when_a_matching_event_arrives(make_listener):

@@ -237,6 +237,8 @@ def parse_delivery(
             body = json.loads(body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise InvalidDelivery(f"body is not valid JSON ({_short(exc)})") from None
+        except RecursionError:
+            raise InvalidDelivery("body is nested too deeply to be a webhook delivery") from None
     if not isinstance(body, dict):
         raise InvalidDelivery(
             f"body is a JSON {_json_type(body)}, expected an object with 'hook' and 'payload'"

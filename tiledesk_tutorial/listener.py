@@ -403,9 +403,10 @@ class WebhookListener:
                     server.server_close()
             if worker is not None:
                 self._queue.put(_STOP)
-                worker.join(timeout)
-                if worker.is_alive():
-                    logger.warning("a webhook callback is still running after %.0f s", timeout)
+                if worker is not threading.current_thread():  # a callback may call stop()
+                    worker.join(timeout)
+                    if worker.is_alive():
+                        logger.warning("a webhook callback still runs after %.0f s", timeout)
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
