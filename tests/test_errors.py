@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -147,3 +151,45 @@ def test_refused_on_a_remote_host_does_not_blame_the_sandbox() -> None:
     )
     assert "tiledesk.example.com:8443 refused the connection" in str(error)
     assert "sandbox" not in str(error)
+
+
+def _ipython(code: str) -> str:
+    """Run ``code`` in a fresh IPython, as a notebook kernel would, and return what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "IPython", "--colors=nocolor", "--no-banner", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return result.stdout + result.stderr
+
+
+FAILING_CELL = """
+from tiledesk_tutorial.client import TiledeskClient
+client = TiledeskClient("http://127.0.0.1:{port}", retries=0)
+client.sign_in("ada@example.com", "Passw0rd-in-cell")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_notebooks_show_the_learners_line_not_library_frames() -> None:
+    out = _ipython(FAILING_CELL.format(port=_free_port()))
+    assert "TiledeskConnectionError: POST http://127.0.0.1:" in out
+    assert "Hint: nothing is listening" in out
+    assert re.search(r'Raised by line \d: client.sign_in\("ada@example.com", "\*\*\*"\)', out)
+    assert "Passw0rd-in-cell" not in out  # even the learner's own literal is hidden
+    assert "Traceback" not in out and "urllib3" not in out and "http.py" not in out
+
+
+def test_full_tracebacks_can_be_switched_back_on() -> None:
+    cell = "import tiledesk_tutorial.errors as e; e.SHORT_TRACEBACKS = False" + FAILING_CELL
+    out = _ipython(cell.format(port=_free_port()))
+    assert "client.py" in out and "http.py" in out
+    assert "TiledeskConnectionError" in out and "Raised by line" not in out

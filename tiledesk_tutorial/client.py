@@ -298,7 +298,9 @@ class TiledeskClient:
         }
         if phone:
             body["phone"] = phone
-        answer = self._call("sign_up", "POST", ("auth", "signup"), json_body=body, auth=False)
+        answer = self._call(
+            "sign_up", "POST", ("auth", "signup"), body, auth=False, secrets=(password,)
+        )
         self._email, self._password = email.strip(), password
         return User.from_json(_object(answer).get("user"))
 
@@ -314,7 +316,9 @@ class TiledeskClient:
         """
         email, password = self._credentials(email, password)
         body = {"email": email, "password": password}
-        answer = self._call("sign_in", "POST", ("auth", "signin"), json_body=body, auth=False)
+        answer = self._call(
+            "sign_in", "POST", ("auth", "signin"), body, auth=False, secrets=(password,)
+        )
         result = AuthResult.from_json(_object(answer))
         self._email, self._password = email, password
         self._adopt(result)
@@ -670,6 +674,7 @@ class TiledeskClient:
         auth: bool = True,
         project_id: str | None = None,
         required_role: str | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> ApiResponse:
         url = self._transport.url_for(*segments, params=params)
         credentials = self._auth if auth else None
@@ -687,7 +692,7 @@ class TiledeskClient:
             project_id=project_id,
             required_role=required_role,
             retry_safe=method.upper() in ("GET", "HEAD", "DELETE", "OPTIONS"),
-            secrets=self._secrets(),
+            secrets=(*self._secrets(), *secrets),
         )
         try:
             return self._transport.send(prepared, context=context)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tiledesk_tutorial.redact import redact_jwts
 
 __all__ = [
+    "SHORT_TRACEBACKS",
     "AuthenticationError",
     "CallContext",
     "EmailAlreadyRegisteredError",
@@ -34,6 +37,11 @@ __all__ = [
     "error_for_transport_failure",
 ]
 
+#: In IPython/Jupyter, show these errors as the learner's line, the message and the hint, without
+#: the frames inside this package. Set to ``False`` to get full tracebacks back.
+SHORT_TRACEBACKS: bool = True
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _SNIPPET_CHARS = 200
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
 _SANDBOX_HOW_TO_START = (
@@ -93,6 +101,25 @@ class TiledeskError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, message={self.server_message!r})"
+
+    @property
+    def _render_traceback_(self) -> Callable[[], list[str]]:
+        # IPython shows ``_render_traceback_()`` instead of the traceback when it exists.
+        if not SHORT_TRACEBACKS:
+            raise AttributeError("_render_traceback_")
+        return self.short_traceback
+
+    def short_traceback(self) -> list[str]:
+        """The lines a notebook shows for this error: the message, the hint, the caller's line."""
+        lines = f"{type(self).__name__}: {self}".splitlines()
+        caller = _caller_frame(self.__traceback__)
+        if caller is not None and caller.line:
+            shown = _scrub(caller.line.strip(), self._secrets)
+            lines.append(f"Raised by line {caller.lineno}: {shown}")
+        lines.append(
+            "(Full traceback: tiledesk_tutorial.errors.SHORT_TRACEBACKS = False, then run again.)"
+        )
+        return lines
 
 
 class AuthenticationError(TiledeskError):
@@ -570,6 +597,16 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
         todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None)])
         todo.extend(a for a in e.args if isinstance(a, BaseException))
     return seen
+
+
+def _caller_frame(tb: Any) -> traceback.FrameSummary | None:
+    """The last frame before the call entered this package: the learner's own line."""
+    caller = None
+    for frame in traceback.extract_tb(tb):
+        if str(Path(frame.filename).resolve()).startswith(_PACKAGE_DIR):
+            break
+        caller = frame
+    return caller
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
