@@ -258,7 +258,7 @@ def parse_delivery(
     kept = {}
     if headers:
         lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-        kept = {name: lowered[name] for name in KEPT_HEADERS if name in lowered}
+        kept = {name: lowered[name] for name in KEPT_HEADERS if lowered.get(name)}
     return WebhookEvent(
         event=event if isinstance(event, str) else "",
         hook=hook,

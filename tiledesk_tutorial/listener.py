@@ -39,6 +39,7 @@ from werkzeug.serving import (
 )
 
 from tiledesk_tutorial.events import (
+    KEPT_HEADERS,
     SECRET_HEADER,
     InvalidDelivery,
     InvalidSignature,
@@ -578,7 +579,8 @@ class WebhookListener:
                 return self._reject(401, reason)
         body = request.get_data(cache=False)  # raises 413 above max_body_bytes
         try:
-            event = parse_delivery(body, headers=request.headers, received_at=datetime.now(UTC))
+            headers = {name: request.headers.get(name, "") for name in KEPT_HEADERS}
+            event = parse_delivery(body, headers=headers, received_at=datetime.now(UTC))
         except InvalidDelivery as exc:
             return self._reject(400, exc.reason)
         if self.verify_token:
@@ -600,7 +602,8 @@ class WebhookListener:
             with self._stats_lock:
                 self._stats["kept"] += 1
             self._queue.put(event)
-        return {"ok": True, "kept": kept, "event": event.event}, 200
+        answer = json.dumps({"ok": True, "kept": kept, "event": event.event})
+        return Response(answer, 200, mimetype="application/json")  # cheaper than jsonify
 
     def _status(self) -> dict[str, Any]:
         stats = self.stats
