@@ -314,6 +314,27 @@ def test_callbacks_run_on_one_worker_thread_never_on_the_request_thread(make_lis
     assert state["threads"] == {f"tiledesk-listener-{listener.port}-callbacks"}
 
 
+def test_re_registering_a_function_of_the_same_name_replaces_it(make_listener):
+    listener = make_listener(secret=SECRET)
+    calls = []
+    done = threading.Event()
+
+    for run in ("first run", "re-run"):  # the same notebook cell, run twice
+
+        def show(event, run=run):
+            calls.append((run, event.text))
+            done.set()
+
+        listener.on_event(show)
+    listener.on_event(lambda event: calls.append(("lambda", event.text)))
+
+    _send(listener, _delivery("once"))
+    listener.stop()  # runs the queued callbacks first
+
+    assert done.is_set()
+    assert calls == [("re-run", "once"), ("lambda", "once")]
+
+
 def test_a_failing_callback_is_counted_and_does_not_stop_the_others(make_listener, caplog):
     listener = make_listener(secret=SECRET)
     received = []

@@ -294,13 +294,17 @@ class WebhookListener:
     def on_event(self, callback: EventCallback) -> EventCallback:
         """Call ``callback(event)`` for each kept event, on the listener's worker thread.
 
-        Returns ``callback``, so it can be used as a decorator. Exceptions are counted in
-        :attr:`stats` and logged (the first in full, later ones at debug level); they never reach
-        Tiledesk, which has already had its 200.
+        Returns ``callback``, so it can be used as a decorator. A function with the same name as
+        one already registered replaces it, so re-running the notebook cell that defines and
+        registers it does not call it twice (lambdas are always added). Exceptions are counted in
+        :attr:`stats` and logged (the first as a warning, later ones at debug level); they never
+        reach Tiledesk, which has already had its 200.
         """
         if not callable(callback):
             raise TypeError(f"on_event needs a function taking one event, got {callback!r}")
-        self._callbacks = [*self._callbacks, callback]
+        key = _callback_key(callback)
+        kept = [fn for fn in self._callbacks if key is None or _callback_key(fn) != key]
+        self._callbacks = [*kept, callback]
         return callback
 
     def remove_callback(self, callback: EventCallback) -> None:
@@ -673,6 +677,14 @@ class WebhookListener:
             )
         else:
             logger.debug("webhook callback %s failed", name, exc_info=True)
+
+
+def _callback_key(callback: EventCallback) -> tuple[str, str] | None:
+    """A named function's identity across notebook re-runs; ``None`` for lambdas and others."""
+    name = getattr(callback, "__qualname__", None)
+    if not isinstance(name, str) or "<lambda>" in name or not hasattr(callback, "__code__"):
+        return None
+    return (getattr(callback, "__module__", "") or "", name)
 
 
 def running_listeners() -> list[WebhookListener]:
