@@ -79,7 +79,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.listener import WebhookListener as WebhookListener
     from tiledesk_tutorial.listener import stop_all_listeners as stop_all_listeners
     from tiledesk_tutorial.models import REQUEST_STATUS as REQUEST_STATUS
-    from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
+    from tiledesk_tutorial.sandbox import SandboxHandle as SandboxHandle
+    from tiledesk_tutorial.sandbox import start_sandbox as start_sandbox
     from tiledesk_tutorial.settings import Settings as Settings
     from tiledesk_tutorial.settings import load_settings as load_settings
     from tiledesk_tutorial.tunnel import TunnelError as TunnelError

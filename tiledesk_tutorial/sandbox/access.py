@@ -1,0 +1,203 @@
+"""Who is calling, and what they may do: authentication and the role checks of contract §2.7."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tiledesk_tutorial.sandbox import tokens
+from tiledesk_tutorial.sandbox.errors import (
+    ApiError,
+    forbidden,
+    not_member,
+    role_too_low,
+    unauthorized,
+)
+from tiledesk_tutorial.sandbox.passwords import verify_password
+from tiledesk_tutorial.sandbox.store import Store
+
+ROLE_RANK = {
+    "guest": 0,
+    "user": 1,
+    "teammate": 2,
+    "agent": 3,
+    "supervisor": 4,
+    "admin": 5,
+    "owner": 6,
+}
+_SCHEME_RE = re.compile(r"^\s*(\S+)\s+(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a registered user, an anonymous guest, or a webhook subscription."""
+
+    kind: Literal["user", "guest", "subscription"]
+    id: str
+    fullname: str
+    email: str | None = None
+    attributes: dict[str, Any] | None = None
+    project_id: str | None = None  # the project of a subscription principal
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A principal's place in one project: its role and its ``project_user`` document."""
+
+    role: str
+    doc: dict[str, Any] | None
+
+    def at_least(self, role: str) -> bool:
+        """True when this membership's role is ``role`` or higher."""
+        return ROLE_RANK.get(self.role, -1) >= ROLE_RANK[role]
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a :class:`Principal`, as passport does on Tiledesk."""
+
+    def __init__(self, store: Store, global_secret: str) -> None:
+        self._store = store
+        self._secret = global_secret
+        # Checking a password takes ~80 ms by design; remember recent successes so that HTTP Basic
+        # on every call (as the tutorial's curl commands do) stays fast.
+        self._basic_cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def authenticate(self, header: str | None) -> Principal:
+        """Return the caller, or raise the real server's 401 (or 400/403) answer."""
+        if not header:
+            raise unauthorized()
+        match = _SCHEME_RE.match(header)
+        if not match:
+            raise unauthorized()
+        scheme, credentials = match.group(1).lower(), match.group(2)
+        if scheme == "jwt":
+            principal = self._from_jwt(credentials)
+        elif scheme == "basic":
+            principal = self._from_basic(credentials)
+        else:  # Bearer and everything else: neither strategy of the real server matches.
+            raise unauthorized()
+        if len(header.split(" ")) != 2:
+            # Tiledesk's valid-token middleware: the header must be exactly "<scheme> <value>".
+            raise forbidden("Unauthorized.")
+        return principal
+
+    def _from_jwt(self, token: str) -> Principal:
+        audience = tokens.unverified_audience(token)
+        if audience and audience.startswith(tokens.SUBSCRIPTION_AUDIENCE_PREFIX):
+            return self._subscription_principal(token, audience)
+        claims = tokens.verify(token, self._secret, tokens.AUDIENCE)
+        if claims is None:
+            raise unauthorized()
+        subject = claims.get("sub")
+        if subject == "user":
+            user = self._store.doc(
+                "SELECT doc FROM users WHERE id = ?", (str(claims.get("_id", "")),)
+            )
+            if user is None or user.get("status") != 100:
+                raise unauthorized()
+            return _user_principal(user)
+        if subject == "guest" and isinstance(claims.get("_id"), str):
+            return Principal(
+                kind="guest",
+                id=claims["_id"],
+                fullname=str(claims.get("fullName") or claims.get("firstname") or "Guest"),
+                email=claims.get("email") if isinstance(claims.get("email"), str) else None,
+                attributes=claims.get("attributes")
+                if isinstance(claims.get("attributes"), dict)
+                else None,
+                claims=claims,
+            )
+        raise unauthorized()
+
+    def _subscription_principal(self, token: str, audience: str) -> Principal:
+        subscription_id = audience[len(tokens.SUBSCRIPTION_AUDIENCE_PREFIX) :]
+        row = self._store.query_one(
+            "SELECT secret, id_project FROM subscriptions WHERE id = ?", (subscription_id,)
+        )
+        if row is None or tokens.verify(token, row[0], audience) is None:
+            raise unauthorized()
+        return Principal(
+            kind="subscription", id=subscription_id, fullname="Guest", project_id=row[1]
+        )
+
+    def _from_basic(self, credentials: str) -> Principal:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise ApiError(400, "Bad Request", plain=True) from None
+        if ":" not in decoded:
+            raise ApiError(400, "Bad Request", plain=True)
+        email, password = decoded.split(":", 1)
+        row = self._store.query_one(
+            "SELECT password_hash, doc FROM users WHERE email = ?", (email.lower(),)
+        )
+        if row is None:
+            raise unauthorized()
+        stored_hash, doc = row
+        key = hashlib.sha256(f"{email.lower()}\0{password}\0{stored_hash}".encode()).hexdigest()
+        with self._cache_lock:
+            cached = key in self._basic_cache
+            if cached:
+                self._basic_cache.move_to_end(key)
+        if not cached:
+            if not verify_password(password, stored_hash):
+                raise unauthorized()
+            with self._cache_lock:
+                self._basic_cache[key] = email
+                while len(self._basic_cache) > 1024:
+                    self._basic_cache.popitem(last=False)
+        user = json.loads(doc)
+        if user.get("status") != 100:
+            raise unauthorized()
+        return _user_principal(user)
+
+    def membership(self, principal: Principal, project_id: str) -> Membership:
+        """The principal's membership of ``project_id``, or the real server's 403."""
+        if principal.kind == "subscription":
+            # Unlike Tiledesk, a subscription's token is only good for its own project.
+            if principal.project_id != project_id:
+                raise not_member()
+            return Membership(role="subscription", doc=None)
+        doc = self._store.doc(
+            "SELECT doc FROM project_users WHERE id_project = ? AND user_key = ?",
+            (project_id, principal.id),
+        )
+        if doc is None or doc.get("status") != "active":
+            raise not_member()
+        return Membership(role=doc["role"], doc=doc)
+
+    def require(
+        self,
+        principal: Principal,
+        project_id: str,
+        role: str,
+        *,
+        subscription_allowed: bool = False,
+    ) -> Membership:
+        """Check that the principal belongs to the project with at least ``role``."""
+        member = self.membership(principal, project_id)
+        if member.role == "subscription":
+            if not subscription_allowed:
+                raise role_too_low()
+            return member
+        if not member.at_least(role):
+            raise role_too_low()
+        return member
+
+
+def _user_principal(user: dict[str, Any]) -> Principal:
+    return Principal(
+        kind="user",
+        id=user["_id"],
+        fullname=f"{user.get('firstname', '')} {user.get('lastname', '')}".strip(),
+        email=user.get("email"),
+    )
