@@ -111,6 +111,23 @@ def test_visitor_closes_its_own_conversation(agent: TiledeskClient) -> None:
     assert [r.request_id for r in visitor.list_my_requests(status="all")] == [request_id]
 
 
+def test_extra_message_fields_and_images(agent: TiledeskClient) -> None:
+    visitor = agent.as_visitor()
+    request_id = visitor.new_request_id()
+    message = visitor.send_message(
+        request_id, "hi", attributes={"order": 4242}, sender_fullname="Johnny", language="en"
+    )
+    assert (message.attributes, message.sender_fullname) == ({"order": 4242}, "Johnny")
+    assert message.raw["language"] == "en"
+    picture = {"src": "https://example.com/a.png", "width": 10, "height": 10}
+    image = visitor.send_message(request_id, type="image", metadata=picture)
+    assert (image.type, image.text, image.metadata) == ("image", None, picture)
+    assert [(m.type, m.text) for m in agent.list_messages(request_id)] == [
+        ("text", "hi"),
+        ("image", None),
+    ]
+
+
 def test_paging_through_requests(agent: TiledeskClient) -> None:
     visitor = agent.as_visitor()
     ids = {visitor.new_request_id() for _ in range(3)}
