@@ -32,19 +32,7 @@ class SandboxError(RuntimeError):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Keeps connections alive (HTTP/1.1) and sends the access log to DEBUG, not to a notebook."""
-
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        with _connections_lock:
-            _open_connections(self.server).add(self.connection)
-
-    def finish(self) -> None:
-        with _connections_lock:
-            _open_connections(self.server).discard(self.connection)
-        super().finish()
+    """Sends werkzeug's access log to DEBUG, so that nothing is printed into a notebook."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug("%s %s -> %s", self.command, self.path.split("?")[0], code)
@@ -54,24 +42,6 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
-
-
-_connections_lock = threading.Lock()
-
-
-def _open_connections(server: Any) -> set[socket.socket]:
-    if not hasattr(server, "open_connections"):
-        server.open_connections = set()
-    return server.open_connections
-
-
-def close_connections(server: Any) -> None:
-    """End kept-alive client connections, so that no handler thread outlives the server."""
-    with _connections_lock:
-        connections = list(_open_connections(server))
-    for connection in connections:
-        with contextlib.suppress(OSError):
-            connection.shutdown(socket.SHUT_RDWR)
 
 
 class SandboxHandle:
@@ -126,7 +96,6 @@ class SandboxHandle:
         self._server.shutdown()
         self._thread.join(timeout=5)
         self._server.server_close()
-        close_connections(self._server)
         self.delivery.stop()
         self.store.close()
         if self._temporary:
