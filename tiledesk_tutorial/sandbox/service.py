@@ -48,6 +48,7 @@ EVENTS = ("message.create", "request.create", "request.update", "request.close")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MAX_REQUEST_ID = 256
 _MAX_TEXT_FIELD = 200
+_TEAM_ROLES = ("agent", "supervisor", "admin", "owner")  # roles add_member can give
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,44 @@ class SandboxService:
         if project is None or project.get("status") != 100:
             raise object_not_found()
         return docs.render_project(project, now())
+
+    def add_member(self, project_id: str, user_id: str, role: str) -> dict[str, Any]:
+        """Make an existing user an active member of a project with ``role``; return the member.
+
+        The sandbox has no invite route (Tiledesk's ``POST /:pid/project_users/invite``), so a
+        workshop or a test adds teammates from Python: ``sandbox.service.add_member(pid, uid,
+        "agent")``. ``role`` is one of ``agent``, ``supervisor``, ``admin`` or ``owner``. If the
+        user is already a member, their role is changed and the membership made active again.
+
+        Raises:
+            ValueError: an unknown project or user, or a role that is not a teammate's role.
+        """
+        if role not in _TEAM_ROLES:
+            raise ValueError(f"role must be one of {', '.join(_TEAM_ROLES)}, not {role!r}")
+        if self._project(project_id) is None:
+            raise ValueError(f"no project with id {project_id!r} in this sandbox")
+        if self.store.query_one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is None:
+            raise ValueError(f"no user with id {user_id!r}: sign the user up first")
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                "SELECT doc FROM project_users WHERE id_project = ? AND user_key = ?",
+                (project_id, user_id),
+            ).fetchone()
+            if row is None:
+                member = docs.project_user_doc(
+                    new_object_id(), project_id, role, now(), id_user=user_id
+                )
+                conn.execute(
+                    "INSERT INTO project_users (id, id_project, user_key, doc) VALUES (?, ?, ?, ?)",
+                    (member["_id"], project_id, user_id, dumps(member)),
+                )
+            else:
+                member = {**json.loads(row[0]), "role": role, "roleType": 1, "status": "active"}
+                member["updatedAt"] = iso(now())
+                conn.execute(
+                    "UPDATE project_users SET doc = ? WHERE id = ?", (dumps(member), member["_id"])
+                )
+        return docs.render_project_user(member)
 
     # ------------------------------------------------------------------------------- messages
 
