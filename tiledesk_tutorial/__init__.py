@@ -40,6 +40,12 @@ _EXPORTS: dict[str, str] = {
     "TiledeskConnectionError": "tiledesk_tutorial.errors",
     "TiledeskTimeoutError": "tiledesk_tutorial.errors",
     "REQUEST_STATUS": "tiledesk_tutorial.models",
+    "ConversationView": "tiledesk_tutorial.widgets",
+    "render_conversations": "tiledesk_tutorial.widgets",
+    "Tutorial": "tiledesk_tutorial.tutorial",
+    "TutorialError": "tiledesk_tutorial.tutorial",
+    "start_tutorial": "tiledesk_tutorial.tutorial",
+    "run_walkthrough": "tiledesk_tutorial.walkthrough",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -87,3 +93,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.tunnel import close_tunnel as close_tunnel
     from tiledesk_tutorial.tunnel import open_tunnel as open_tunnel
     from tiledesk_tutorial.tunnel import webhook_target as webhook_target
+    from tiledesk_tutorial.tutorial import Tutorial as Tutorial
+    from tiledesk_tutorial.tutorial import TutorialError as TutorialError
+    from tiledesk_tutorial.tutorial import start_tutorial as start_tutorial
+    from tiledesk_tutorial.walkthrough import run_walkthrough as run_walkthrough
+    from tiledesk_tutorial.widgets import ConversationView as ConversationView
+    from tiledesk_tutorial.widgets import render_conversations as render_conversations

@@ -1,0 +1,567 @@
+"""What a notebook's first cell calls: find the Tiledesk to talk to, and carry the tutorial along.
+
+    from tiledesk_tutorial import tutorial
+    tt = tutorial.start()        # the sandbox (found or started), or your Tiledesk in live mode
+    agent = tt.agent()           # signed in as the tutorial's account, with its project
+
+**Which server.** With ``TILEDESK_API_URL`` set (environment, ``.env`` or Colab secrets) the
+tutorial runs in *live* mode against that Tiledesk. Otherwise it runs on the embedded sandbox,
+found in this order: ``TILEDESK_SANDBOX_URL`` (set by ``make lab`` and the tests) when it answers;
+a sandbox already answering on ``http://127.0.0.1:3000`` (another notebook's, or ``make sandbox``);
+the one this kernel started earlier; else a new one started in this kernel on port 3000, with its
+data in ``<home>/sandbox`` so that accounts and projects outlive the kernel.
+
+**What carries over between notebooks.** Each notebook is its own kernel, so the tutorial keeps a
+small JSON file, ``<home>/state.json`` (``<home>`` is ``TILEDESK_TUTORIAL_HOME`` or
+``~/.tiledesk-tutorial``), keyed by the API's base URL: the account's email and the project id,
+and, for a sandbox only, the generated password of the throw-away local account. A real Tiledesk
+password is never written anywhere: in live mode it comes from the environment, ``.env``, Colab's
+secrets or a ``getpass`` prompt, every time. A notebook opened out of order creates what is
+missing (an account, a project) with a one-line note, so every notebook also runs on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import requests
+
+from tiledesk_tutorial.client import TiledeskClient
+from tiledesk_tutorial.errors import AuthenticationError, TiledeskError
+from tiledesk_tutorial.models import Project
+from tiledesk_tutorial.settings import ENV_VARS, Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tiledesk_tutorial.sandbox import SandboxHandle
+
+__all__ = [
+    "DEFAULT_SANDBOX_PORT",
+    "HOME_VAR",
+    "SANDBOX_URL_VAR",
+    "Account",
+    "Tutorial",
+    "TutorialError",
+    "TutorialState",
+    "probe_sandbox",
+    "start",
+    "start_tutorial",
+    "tutorial_home",
+]
+
+log = logging.getLogger("tiledesk_tutorial.tutorial")
+
+#: Set by ``make lab`` and the tests: the URL of a sandbox running as its own process.
+SANDBOX_URL_VAR = "TILEDESK_SANDBOX_URL"
+#: Where the tutorial keeps its state file and the in-kernel sandbox's data.
+HOME_VAR = "TILEDESK_TUTORIAL_HOME"
+#: The port a sandbox started by a notebook listens on, so other notebooks find it.
+DEFAULT_SANDBOX_PORT = 3000
+#: What every Tiledesk server answers on ``GET /``; the sandbox adds :data:`SANDBOX_MARK`.
+HEALTH_PREFIX = "Hello from Tiledesk server"
+SANDBOX_MARK = "tiledesk-tutorial sandbox"
+
+AGENT_FIRSTNAME = "Ada"
+AGENT_LASTNAME = "Lovelace"
+DEFAULT_PROJECT_NAME = "Tiledesk tutorial"
+
+Mode = Literal["sandbox", "live"]
+
+# The sandbox this kernel started (re-running the first cell reuses it), and the live-mode
+# credentials asked for once per kernel (never written to disk).
+_kernel_sandbox: SandboxHandle | None = None
+_asked: dict[str, str] = {}
+_lock = threading.RLock()
+
+
+class TutorialError(RuntimeError):
+    """The tutorial cannot go on; the message says what is wrong and what to do."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the reason is the whole story.
+        return [f"{type(self).__name__}: {self}"]
+
+
+def tutorial_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The tutorial's folder: ``TILEDESK_TUTORIAL_HOME``, else ``~/.tiledesk-tutorial``."""
+    env = os.environ if environ is None else environ
+    value = (env.get(HOME_VAR) or "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".tiledesk-tutorial"
+
+
+def probe_sandbox(url: str, *, timeout: float = 1.0, require_mark: bool = True) -> bool:
+    """Whether ``url`` answers ``GET /`` like the tutorial's sandbox.
+
+    With ``require_mark=False`` any Tiledesk server's greeting is enough (the real server says
+    "Hello from Tiledesk server" too); by default the sandbox's own mark is required, so that a
+    real Tiledesk on port 3000 is not mistaken for a throw-away sandbox.
+    """
+    try:
+        answer = requests.get(url.rstrip("/") + "/", timeout=timeout)
+    except requests.RequestException:
+        return False
+    text = answer.text if answer.ok else ""
+    return text.startswith(HEALTH_PREFIX) and (not require_mark or SANDBOX_MARK in text)
+
+
+# -- the account ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Account:
+    """The tutorial's Tiledesk account: ``email`` and ``password`` (never shown).
+
+    ``local`` is True for the throw-away account the tutorial makes on a sandbox.
+    """
+
+    email: str
+    password: str = field(repr=False)
+    local: bool = False
+
+    def __repr__(self) -> str:
+        kind = "throw-away sandbox account" if self.local else "your account"
+        return f"Account(email={self.email!r}, password=<hidden>, {kind})"
+
+
+def _new_local_account() -> Account:
+    return Account(
+        email=f"learner-{secrets.token_hex(3)}@example.com",
+        password=secrets.token_urlsafe(12),
+        local=True,
+    )
+
+
+# -- the state file ------------------------------------------------------------------------------
+class TutorialState:
+    """The small JSON file that carries the tutorial from one notebook (kernel) to the next.
+
+    Entries are keyed by the API's base URL. A sandbox entry may hold the throw-away account's
+    password; a live entry never does (:meth:`update` refuses it). ``path=None`` keeps the state in
+    memory only (the walkthrough's private sandbox).
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._memory: dict[str, dict[str, Any]] = {}
+
+    def get(self, api_url: str) -> dict[str, Any]:
+        """What is known about the server at ``api_url`` (an empty dict when nothing is)."""
+        return dict(self._read().get(_key(api_url), {}))
+
+    def update(self, api_url: str, *, live: bool, **values: Any) -> dict[str, Any]:
+        """Merge ``values`` into the entry for ``api_url`` and save; ``None`` removes a key."""
+        if live and values.get("password"):
+            raise ValueError("a real Tiledesk password is never stored in the tutorial's state")
+        servers = self._read()
+        entry = dict(servers.get(_key(api_url), {}))
+        entry.update(values)
+        entry = {k: v for k, v in entry.items() if v is not None}
+        if live:
+            entry.pop("password", None)
+        entry["mode"] = "live" if live else "sandbox"
+        entry["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        servers[_key(api_url)] = entry
+        self._write(servers)
+        return dict(entry)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if self.path is None:
+            return {k: dict(v) for k, v in self._memory.items()}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the unreadable tutorial state %s: %s", self.path, exc)
+            return {}
+        servers = data.get("servers") if isinstance(data, dict) else None
+        if not isinstance(servers, dict):
+            return {}
+        return {k: v for k, v in servers.items() if isinstance(v, dict)}
+
+    def _write(self, servers: dict[str, dict[str, Any]]) -> None:
+        if self.path is None:
+            self._memory = servers
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"version": self.VERSION, "servers": servers}, indent=2, sort_keys=True)
+        # Write a private temporary file and rename it: readers never see half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _key(api_url: str) -> str:
+    return api_url.rstrip("/")
+
+
+# -- the tutorial --------------------------------------------------------------------------------
+class Tutorial:
+    """The tutorial's context in one notebook: which server, which account, which project.
+
+    Attributes:
+        mode: ``"sandbox"`` or ``"live"``.
+        api_url: the API's base URL.
+        settings: the :class:`~tiledesk_tutorial.settings.Settings` read at start.
+        home: the tutorial's folder.
+        state: the :class:`TutorialState` shared by the notebooks.
+        sandbox: the sandbox this kernel runs, when it started one (else ``None``).
+        where: one line saying how the server was found.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        api_url: str,
+        settings: Settings,
+        home: Path,
+        state: TutorialState,
+        sandbox: SandboxHandle | None = None,
+        where: str = "",
+        ask: Callable[[str, bool], str] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.mode: Mode = mode
+        self.api_url = api_url.rstrip("/")
+        self.settings = settings
+        self.home = home
+        self.state = state
+        self.sandbox = sandbox
+        self.where = where
+        self._ask = ask if ask is not None else _ask
+        self._say = say
+        self._account: Account | None = None
+        self._agent: TiledeskClient | None = None
+        self._clients: list[TiledeskClient] = []
+
+    # -- what the notebooks read --------------------------------------------------------------
+    @property
+    def is_live(self) -> bool:
+        """True when the tutorial talks to a real Tiledesk (``TILEDESK_API_URL`` is set)."""
+        return self.mode == "live"
+
+    @property
+    def account(self) -> Account:
+        """The account the tutorial signs in with.
+
+        Sandbox: the throw-away account from the state file, or a new one (saved at once).
+        Live: ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` (environment, ``.env``, Colab
+        secrets), else asked with ``getpass`` once per kernel.
+        """
+        if self._account is None:
+            self._account = self._live_account() if self.is_live else self._local_account()
+        return self._account
+
+    @property
+    def project_id(self) -> str:
+        """The tutorial's PROJECT_ID (signs in and creates the project when needed)."""
+        pid = self.agent().project_id
+        assert pid is not None  # agent() always sets it
+        return pid
+
+    def describe(self) -> str:
+        """Where the tutorial runs and what it knows, secrets hidden."""
+        entry = self.state.get(self.api_url)
+        lines = [
+            f"Mode:       {self.mode}",
+            f"API:        {self.api_url}" + (f"  ({self.where})" if self.where else ""),
+            f"Account:    {entry.get('email') or self.settings.email or '(none yet)'}",
+            f"PROJECT_ID: {self.settings.project_id or entry.get('project_id') or '(none yet)'}",
+            f"State file: {self.state.path or '(kept in memory)'}",
+        ]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Tutorial {self.mode} {self.api_url}>"
+
+    # -- clients ------------------------------------------------------------------------------
+    def client(self, **options: Any) -> TiledeskClient:
+        """A new client for this server, holding the account's email and password (no call yet).
+
+        ``options`` go to :class:`~tiledesk_tutorial.client.TiledeskClient` (e.g.
+        ``show_curl=True``). The tutorial closes it in :meth:`close`.
+        """
+        account = self.account
+        options.setdefault("email", account.email)
+        options.setdefault("password", account.password)
+        client = TiledeskClient(self.api_url, **options)
+        self._clients.append(client)
+        return client
+
+    def agent(self) -> TiledeskClient:
+        """A client signed in as the tutorial's account, with ``project_id`` set.
+
+        What notebook 01 does by hand, done quietly for the later notebooks: on a sandbox that
+        does not know the account yet, it signs up first; without a known project it creates one.
+        Each is announced in one line.
+        """
+        if self._agent is not None:
+            return self._agent
+        agent = self.client()
+        self._sign_in(agent)
+        agent.project_id = self.ensure_project(agent)
+        self._agent = agent
+        return agent
+
+    def visitor(self, firstname: str = "John", **options: Any) -> TiledeskClient:
+        """A new anonymous visitor (end user) of the tutorial's project, signed in."""
+        return self.agent().as_visitor(firstname=firstname, **options)
+
+    def remember(self, project: Project | str) -> None:
+        """Make ``project`` the tutorial's project for the next notebooks (saved in the state)."""
+        pid = project.id if isinstance(project, Project) else str(project)
+        name = project.name if isinstance(project, Project) else None
+        self.state.update(
+            self.api_url,
+            live=self.is_live,
+            email=self.account.email,
+            project_id=pid,
+            project_name=name,
+        )
+        if self._agent is not None:
+            self._agent.project_id = pid
+        if self.settings.project_id and self.settings.project_id != pid:
+            self._say(
+                f"Note: TILEDESK_PROJECT_ID is set, so the next notebooks use "
+                f"{self.settings.project_id}, not {pid}."
+            )
+
+    def close(self) -> None:
+        """Release the clients' connections; the sandbox, listeners and tunnels stay as they are."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        self._agent = None
+
+    # -- internals ----------------------------------------------------------------------------
+    def _local_account(self) -> Account:
+        entry = self.state.get(self.api_url)
+        if entry.get("email") and entry.get("password"):
+            return Account(email=entry["email"], password=entry["password"], local=True)
+        account = _new_local_account()
+        self.state.update(
+            self.api_url,
+            live=False,
+            email=account.email,
+            password=account.password,
+            project_id=None,
+            project_name=None,
+        )
+        return account
+
+    def _live_account(self) -> Account:
+        email = self.settings.email or _asked.get(f"{self.api_url} email")
+        password = self.settings.password or _asked.get(f"{self.api_url} password")
+        if not email:
+            email = self._ask(f"Tiledesk account email for {self.api_url}: ", False).strip()
+        if not password:
+            password = self._ask(f"Password for {email} (not shown, not stored): ", True)
+        if not email or "@" not in email or not password:
+            raise TutorialError(
+                f"live mode ({self.api_url}) needs your Tiledesk account: set TILEDESK_EMAIL and "
+                "TILEDESK_PASSWORD in a .env file next to the notebooks (or in Colab's secrets), "
+                "or type them when asked. To use the sandbox instead, unset TILEDESK_API_URL."
+            )
+        _asked[f"{self.api_url} email"] = email
+        _asked[f"{self.api_url} password"] = password
+        return Account(email=email.strip(), password=password, local=False)
+
+    def _sign_in(self, agent: TiledeskClient) -> None:
+        account = self.account
+        try:
+            agent.sign_in()
+            return
+        except AuthenticationError:
+            if self.is_live:
+                _asked.pop(f"{self.api_url} password", None)
+                raise TutorialError(
+                    f"{self.api_url} refused to sign in {account.email}: check TILEDESK_EMAIL and "
+                    "TILEDESK_PASSWORD (or sign up first: notebook 01 does it)."
+                ) from None
+        # A sandbox that does not know the account: its data folder is new, or another sandbox
+        # answers on this port. Sign the same throw-away account up again.
+        agent.sign_up(account.email, account.password, AGENT_FIRSTNAME, AGENT_LASTNAME)
+        agent.sign_in()
+        self._say(
+            f"Note: this sandbox had no tutorial account yet, so {account.email} was signed up "
+            "now (notebook 01 shows how)."
+        )
+
+    def ensure_project(self, agent: TiledeskClient) -> str:
+        """The tutorial's project id for the signed-in ``agent``, creating a project if needed.
+
+        ``TILEDESK_PROJECT_ID`` when set; else the project remembered for this server and account,
+        if it still answers; else a new project (remembered, and announced in one line).
+        """
+        if self.settings.project_id:
+            return self.settings.project_id
+        entry = self.state.get(self.api_url)
+        pid = entry.get("project_id")
+        if pid and entry.get("email") == self.account.email:
+            try:
+                agent.get_project(pid)
+                return pid
+            except TiledeskError as exc:
+                log.info("the remembered project %s is not usable: %s", pid, exc)
+        project = agent.create_project(DEFAULT_PROJECT_NAME)
+        self.remember(project)
+        why = "the one remembered is gone" if pid else "none was made yet"
+        self._say(
+            f"Note: created the project {project.name!r} ({project.id}) because {why} "
+            "(notebook 01 shows how)."
+        )
+        return project.id
+
+
+def _ask(prompt: str, secret: bool) -> str:
+    """Ask the person at the keyboard; raise :class:`TutorialError` when nobody can answer."""
+    try:
+        return getpass.getpass(prompt) if secret else input(prompt)
+    except (EOFError, KeyboardInterrupt):
+        raise TutorialError("no answer was given.") from None
+    except Exception as exc:  # StdinNotImplementedError in a kernel that cannot prompt
+        raise TutorialError(
+            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}): set "
+            "TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file."
+        ) from None
+
+
+# -- start ---------------------------------------------------------------------------------------
+def start(
+    *,
+    sandbox_port: int = DEFAULT_SANDBOX_PORT,
+    home: str | os.PathLike[str] | None = None,
+    env_file: str | None = ".env",
+    quiet: bool = False,
+) -> Tutorial:
+    """Find the Tiledesk to use, say which in one line, and return the :class:`Tutorial`.
+
+    Live mode when ``TILEDESK_API_URL`` is set; otherwise the sandbox, found or started as the
+    module's docstring describes. Re-running it reuses the sandbox this kernel started.
+    """
+    say: Callable[[str], None] = (lambda _: None) if quiet else print
+    imported = import_colab_secrets()
+    if imported:
+        say(f"Read {', '.join(imported)} from Colab's secrets.")
+    try:
+        settings = load_settings(env_file)
+    except ValueError as exc:
+        raise TutorialError(str(exc)) from None
+    folder = Path(home).expanduser() if home is not None else tutorial_home()
+    state = TutorialState(folder / "state.json")
+    if settings.api_url:
+        tutorial = Tutorial(
+            mode="live",
+            api_url=settings.api_url,
+            settings=settings,
+            home=folder,
+            state=state,
+            where="TILEDESK_API_URL",
+            say=say,
+        )
+        say(f"Live mode: your Tiledesk at {settings.api_url}.")
+        return tutorial
+    url, handle, where = _find_sandbox(folder, sandbox_port, say)
+    say(f"Sandbox mode: the embedded Tiledesk at {url} ({where}).")
+    return Tutorial(
+        mode="sandbox",
+        api_url=url,
+        settings=settings,
+        home=folder,
+        state=state,
+        sandbox=handle,
+        where=where,
+        say=say,
+    )
+
+
+#: The same as :func:`start`, under a name that reads well after ``from tiledesk_tutorial import``.
+start_tutorial = start
+
+
+def _find_sandbox(
+    home: Path, port: int, say: Callable[[str], None]
+) -> tuple[str, SandboxHandle | None, str]:
+    global _kernel_sandbox
+    from tiledesk_tutorial.sandbox import SandboxError, start_sandbox
+
+    explicit = (os.environ.get(SANDBOX_URL_VAR) or "").strip().rstrip("/")
+    if explicit:
+        if probe_sandbox(explicit, timeout=2.0, require_mark=False):
+            return explicit, None, f"from {SANDBOX_URL_VAR}"
+        say(f"Note: {SANDBOX_URL_VAR}={explicit} does not answer; looking for another sandbox.")
+    with _lock:
+        if _kernel_sandbox is not None and _kernel_sandbox.running:
+            return _kernel_sandbox.url, _kernel_sandbox, "started by this kernel"
+        shared = f"http://127.0.0.1:{port}"
+        if probe_sandbox(shared):
+            return shared, None, "already running, shared by the notebooks"
+        data_dir = home / "sandbox"
+        try:
+            _kernel_sandbox = start_sandbox(port=port, data_dir=data_dir)
+            where = "started by this kernel; other notebooks share it while this kernel runs"
+            return _kernel_sandbox.url, _kernel_sandbox, where
+        except SandboxError:
+            if probe_sandbox(shared):  # another notebook started one just now
+                return shared, None, "already running, shared by the notebooks"
+        # Port 3000 belongs to another program (perhaps a real Tiledesk: use it with
+        # TILEDESK_API_URL). A private sandbox on a free port keeps this notebook going.
+        _kernel_sandbox = start_sandbox(port=0)
+        say(
+            f"Note: port {port} is used by another program, so this notebook has its own sandbox "
+            "on a free port; its data goes away with the kernel. (If that program is a Tiledesk "
+            f"server, set TILEDESK_API_URL=http://127.0.0.1:{port} to use it.)"
+        )
+        return _kernel_sandbox.url, _kernel_sandbox, "private to this kernel"
+
+
+def stop_kernel_sandbox() -> None:
+    """Stop the sandbox this kernel started, if any (other notebooks then lose it too)."""
+    global _kernel_sandbox
+    with _lock:
+        handle, _kernel_sandbox = _kernel_sandbox, None
+    if handle is not None:
+        handle.stop()
+
+
+def import_colab_secrets(names: tuple[str, ...] | None = None) -> list[str]:
+    """In Google Colab, copy the tutorial's variables from the notebook's secrets (the key icon)
+    into this kernel's environment, unless already set. Returns the names copied (never values).
+
+    Outside Colab this does nothing and returns ``[]``.
+    """
+    try:
+        from google.colab import userdata  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    copied = []
+    for name in names or tuple(ENV_VARS.values()):
+        if os.environ.get(name):
+            continue
+        try:
+            value = userdata.get(name)
+        except Exception as exc:  # SecretNotFoundError, NotebookAccessError, TimeoutException
+            log.debug("Colab secret %s not read: %s", name, type(exc).__name__)
+            continue
+        if value:
+            os.environ[name] = str(value)
+            copied.append(name)
+    return copied

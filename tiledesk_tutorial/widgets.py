@@ -1,0 +1,480 @@
+"""A live conversation view for notebooks: webhook messages shown as a chat, with a reply box.
+
+    view = ConversationView(listener, client=agent)   # display it: the last line of a cell
+    # ... every message.create the listener keeps appears here as it arrives ...
+    view.reply("Hi John, how can I help?")            # what the Send button does
+
+How it stays safe and quick in a kernel:
+
+- Updates come from the listener's single worker thread and only *assign widget traits*
+  (``HTML.value``, ``Label.value``): never ``print``, ``with out:`` or ``clear_output()`` from a
+  thread, which drop output or exhaust the kernel's sockets (docs/webhooks.md).
+- The view keeps the newest ``max_messages`` messages and renders only those; a burst of
+  deliveries is coalesced into one update (at most one every ``min_interval`` seconds, and always
+  one for the last event), so thousands of messages cost what the window costs.
+- Every string that comes from a message (text, names, ids) is HTML-escaped: nothing a visitor
+  types can become markup or script in the notebook.
+
+:func:`render_conversations` is the pure part (events in, HTML out), usable on its own, e.g. with
+events read back from a JSON Lines file.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tiledesk_tutorial.events import WebhookEvent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tiledesk_tutorial.client import TiledeskClient
+    from tiledesk_tutorial.listener import WebhookListener
+    from tiledesk_tutorial.models import Message
+
+__all__ = ["CSS_CLASS", "ConversationView", "render_conversations"]
+
+#: The CSS class of the view's outer box (for browser tests and custom styles).
+CSS_CLASS = "tiledesk-conversation"
+
+_MAX_TEXT_CHARS = 4000
+_KEPT_CONVERSATION_STATES = 2000
+_CLOSED = 1000
+
+# Inline styles: the notebook's HTML widget keeps them, and they need no stylesheet.
+_BADGE_COLOURS = {
+    "visitor": "#0b5cad",
+    "agent": "#1a7f37",
+    "bot": "#8250df",
+    "system": "#6e7781",
+}
+_BUBBLE = {
+    "visitor": "background:#eaf2fc;margin-right:20%;",
+    "agent": "background:#e9f6ec;margin-left:20%;",
+    "bot": "background:#f3eefc;margin-left:20%;",
+    "system": "background:transparent;margin:0 10%;text-align:center;color:#57606a;",
+}
+_LOG_STYLE = (
+    "display:flex;flex-direction:column-reverse;max-height:420px;overflow-y:auto;"
+    "border:1px solid #d0d7de;border-radius:6px;padding:6px;background:#fff;"
+    "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;color:#1f2328;"
+)
+_HEADER_STYLE = (
+    "margin:8px 0 4px;padding-bottom:2px;border-bottom:1px solid #eaeef2;"
+    "font-size:12px;color:#57606a;"
+)
+_MESSAGE_STYLE = "border-radius:8px;padding:4px 8px;margin:3px 0;"
+_META_STYLE = "font-size:11px;color:#57606a;"
+_TEXT_STYLE = "white-space:pre-wrap;overflow-wrap:anywhere;"
+
+
+def _badge(label: str, colour: str, css: str) -> str:
+    return (
+        f'<span class="{css}" style="background:{colour};color:#fff;border-radius:8px;'
+        f'padding:0 6px;margin:0 4px;font-size:10px;">{html.escape(label)}</span>'
+    )
+
+
+def _short_id(request_id: str) -> str:
+    return request_id if len(request_id) <= 28 else f"{request_id[:14]}…{request_id[-10:]}"
+
+
+def _clock(event: WebhookEvent) -> str:
+    moment: datetime = event.created_at or event.received_at
+    return moment.astimezone().strftime("%H:%M:%S")
+
+
+def _lead_name(payload: dict[str, Any]) -> str | None:
+    """The visitor's name: ``lead.fullname`` of a request, or of a message's embedded request."""
+    request = payload.get("request") if "request" in payload else payload
+    lead = request.get("lead") if isinstance(request, dict) else None
+    name = lead.get("fullname") if isinstance(lead, dict) else None
+    if not isinstance(name, str):
+        return None
+    return name.strip() or None
+
+
+def _message_html(event: WebhookEvent) -> str:
+    role = event.role or "agent"
+    name = (event.sender_fullname or "").strip() or event.sender or "?"
+    text = event.text
+    if text is None:
+        kind = event.payload.get("type")
+        body = f"<i>({html.escape(str(kind or 'no text'))} message)</i>"
+    else:
+        if len(text) > _MAX_TEXT_CHARS:
+            text = text[:_MAX_TEXT_CHARS] + f"… ({len(event.text or '')} characters in all)"
+        body = html.escape(text)
+    return (
+        f'<div class="tiledesk-message tiledesk-role-{role}" '
+        f'style="{_MESSAGE_STYLE}{_BUBBLE.get(role, "")}">'
+        f'<div class="tiledesk-meta" style="{_META_STYLE}">'
+        f'<span class="tiledesk-sender" style="font-weight:600;color:#1f2328;">'
+        f"{html.escape(name)}</span>"
+        f"{_badge(role, _BADGE_COLOURS.get(role, '#6e7781'), 'tiledesk-badge')}"
+        f'<span class="tiledesk-time">{html.escape(_clock(event))}</span></div>'
+        f'<div class="tiledesk-text" style="{_TEXT_STYLE}">{body}</div></div>'
+    )
+
+
+def render_conversations(
+    events: Iterable[WebhookEvent],
+    *,
+    max_messages: int = 200,
+    request_id: str | None = None,
+) -> str:
+    """Render webhook events as conversations: an HTML string, every message string escaped.
+
+    Messages (``message.create``) are grouped by conversation (``request_id``), newest last, the
+    most recently active conversation last; only the newest ``max_messages`` messages are shown.
+    Request events (``request.update``, ``request.close``) mark a conversation open or closed.
+    With ``request_id`` only that conversation is shown.
+    """
+    if max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+    window: deque[WebhookEvent] = deque(maxlen=max_messages)
+    closed: dict[str, bool] = {}
+    leads: dict[str, str] = {}
+    for event in events:
+        rid = event.request_id
+        if request_id is not None and rid != request_id:
+            continue
+        if event.is_message:
+            window.append(event)
+        elif rid and event.event in ("request.close", "request.update", "request.create"):
+            status = event.payload.get("status")
+            closed[rid] = event.event == "request.close" or status == _CLOSED
+            lead = _lead_name(event.payload)
+            if lead:
+                leads[rid] = lead
+
+    if not window:
+        waiting = "this conversation" if request_id else "this project"
+        inner = (
+            '<div class="tiledesk-empty" style="color:#57606a;padding:12px;text-align:center;">'
+            f"No messages yet. New messages in {waiting} appear here as they arrive.</div>"
+        )
+        return (
+            f'<div class="tiledesk-conversation-log" style="{_LOG_STYLE}"><div>{inner}</div></div>'
+        )
+
+    groups: OrderedDict[str, list[WebhookEvent]] = OrderedDict()
+    for event in window:
+        rid = event.request_id or "(no conversation)"
+        if rid in groups:
+            groups.move_to_end(rid)  # the conversation with the newest message goes last
+        else:
+            groups[rid] = []
+        groups[rid].append(event)
+        if rid not in leads:
+            lead = _lead_name(event.payload)
+            if lead:
+                leads[rid] = lead
+
+    parts = []
+    for rid, messages in groups.items():
+        state = "closed" if closed.get(rid) else "open"
+        colour = "#6e7781" if state == "closed" else "#1a7f37"
+        who = leads.get(rid)
+        title = f"Conversation with {who}" if who else "Conversation"
+        parts.append(
+            f'<div class="tiledesk-conversation-block" data-request-id="{html.escape(rid)}">'
+            f'<div class="tiledesk-conversation-header" style="{_HEADER_STYLE}" '
+            f'title="{html.escape(rid)}"><b>{html.escape(title)}</b> · '
+            f"<code>{html.escape(_short_id(rid))}</code>"
+            f"{_badge(state, colour, 'tiledesk-state')}</div>"
+        )
+        parts.extend(_message_html(m) for m in messages)
+        parts.append("</div>")
+    return (
+        f'<div class="tiledesk-conversation-log" style="{_LOG_STYLE}">'
+        f"<div>{''.join(parts)}</div></div>"
+    )
+
+
+class ConversationView:
+    """A notebook view of the conversations a :class:`~tiledesk_tutorial.WebhookListener` receives.
+
+    Args:
+        listener: the listener to follow; the view registers a named callback with it (creating a
+            new view for the same listener and ``request_id`` replaces the old one's callback,
+            so re-running a cell does not update twice). ``None``: feed it with :meth:`add`.
+        client: a signed-in client (the agent); with one, the view has a reply box and a Send
+            button that call ``client.send_message``.
+        max_messages: how many of the newest messages to show.
+        request_id: show (and reply to) only this conversation. Without it, replies go to the
+            conversation of the newest message.
+        min_interval: at most one screen update per this many seconds during a burst.
+
+    Display it by making it the last expression of a cell (or ``display(view)``).
+    """
+
+    def __init__(
+        self,
+        listener: WebhookListener | None = None,
+        client: TiledeskClient | None = None,
+        *,
+        max_messages: int = 200,
+        request_id: str | None = None,
+        min_interval: float = 0.1,
+    ) -> None:
+        import ipywidgets as w
+
+        if not isinstance(max_messages, int) or max_messages < 1:
+            raise ValueError(f"max_messages must be a whole number of 1 or more: {max_messages!r}")
+        self.listener = listener
+        self.client = client
+        self.request_id = request_id
+        self.max_messages = max_messages
+        self.min_interval = max(0.0, float(min_interval))
+        self._lock = threading.RLock()
+        self._render_lock = threading.Lock()
+        self._messages: deque[WebhookEvent] = deque(maxlen=max_messages)
+        self._states: OrderedDict[str, WebhookEvent] = OrderedDict()
+        # Keys of the messages taken, so that one delivered while refresh() reads the listener's
+        # events is not shown twice.
+        self._keys: OrderedDict[Any, None] = OrderedDict()
+        self._max_keys = max(1000, 10 * max_messages)
+        self._seen = 0
+        self._taken = 0
+        self._last_render = 0.0
+        self._callback: Any = None
+
+        heading = "Live conversation" if request_id else "Live conversations"
+        suffix = f" · <code>{html.escape(_short_id(request_id))}</code>" if request_id else ""
+        self._title = w.HTML(f"<b>{heading}</b>{suffix}")
+        self._count = w.Label("")
+        self._count.add_class("tiledesk-count")
+        self._log = w.HTML(render_conversations((), request_id=request_id))
+        self._log.layout.width = "100%"
+        children: list[Any] = [w.HBox([self._title, self._count]), self._log]
+        self._text: Any = None
+        self._status: Any = None
+        if client is not None:
+            self._text = w.Text(
+                placeholder="Reply as the agent…",
+                layout=w.Layout(flex="1 1 auto", width="auto"),
+            )
+            self._text.add_class("tiledesk-reply-text")
+            send = w.Button(description="Send", button_style="primary", icon="paper-plane")
+            send.add_class("tiledesk-reply-send")
+            send.on_click(self._on_click)
+            self._status = w.Label("")
+            self._status.add_class("tiledesk-status")
+            children += [w.HBox([self._text, send]), self._status]
+        self.widget = w.VBox(children, layout=w.Layout(width="100%"))
+        self.widget.add_class(CSS_CLASS)
+        self._widgets = [self.widget, *children, *(c for b in children for c in _kids(b))]
+        if listener is not None:
+            self._callback = _follow(self)
+            listener.on_event(self._callback)
+        self.refresh()
+
+    # -- display ------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        source = repr(self.listener) if self.listener is not None else "no listener"
+        return f"<ConversationView {self.messages_seen} message(s), {source}>"
+
+    # -- what tests and notebooks read ----------------------------------------------------------
+    @property
+    def html(self) -> str:
+        """The conversation log as shown now (the HTML widget's value)."""
+        return str(self._log.value)
+
+    @property
+    def count_text(self) -> str:
+        """The counter line as shown now, e.g. ``"12 events kept · showing 12 of 12 messages"``."""
+        return str(self._count.value)
+
+    @property
+    def status_text(self) -> str:
+        """The reply box's status line (``""`` without a client)."""
+        return str(self._status.value) if self._status is not None else ""
+
+    @property
+    def messages_seen(self) -> int:
+        """How many messages the view has taken in (shown or scrolled out of its window)."""
+        with self._lock:
+            return self._seen
+
+    # -- feeding it -----------------------------------------------------------------------------
+    def add(self, event: WebhookEvent) -> None:
+        """Take one event and redraw (for many at once, :meth:`extend` redraws once)."""
+        with self._lock:
+            self._take(event)
+        self._render()
+
+    def extend(self, events: Iterable[WebhookEvent]) -> None:
+        """Take many events and update the screen once."""
+        with self._lock:
+            for event in events:
+                self._take(event)
+        self._render()
+
+    def refresh(self) -> None:
+        """Rebuild the view from the listener's kept events and redraw (call it from a cell)."""
+        with self._lock:
+            self._messages.clear()
+            self._states.clear()
+            self._keys.clear()
+            self._seen = self._taken = 0
+            for event in self.listener.events if self.listener is not None else ():
+                self._take(event)
+        self._render()
+
+    def reply(self, text: str | None = None) -> Message | None:
+        """Send ``text`` (default: the reply box's text) as the client, into the conversation.
+
+        The conversation is ``request_id`` when the view has one, else the newest conversation.
+        Returns the sent message, or ``None`` when nothing was sent; the reason is shown in the
+        status line, never raised (this runs from the Send button).
+        """
+        if self.client is None:
+            raise ValueError("this view has no client to reply with: pass client=agent")
+        typed = self._text.value if text is None else text
+        if not isinstance(typed, str) or not typed.strip():
+            self._show_status("Type a message first.")
+            return None
+        target = self._reply_target()
+        if target is None:
+            self._show_status(
+                "No conversation yet: wait for a visitor's message, or make the view with "
+                "request_id=..."
+            )
+            return None
+        rid, project_id = target
+        try:
+            message = self.client.send_message(rid, typed, project_id=project_id)
+        except Exception as exc:  # shown to the person at the button, never raised from it
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._show_status(f"Not sent: {first_line}")
+            return None
+        if text is None:
+            self._text.value = ""
+        when = datetime.now().strftime("%H:%M:%S")
+        self._show_status(
+            f"Sent at {when} to {_short_id(rid)}; it shows above when its webhook arrives."
+        )
+        return message
+
+    def close(self) -> None:
+        """Stop following the listener and close the widgets."""
+        if self.listener is not None and self._callback is not None:
+            self.listener.remove_callback(self._callback)
+            self._callback = None
+        for widget in self._widgets:
+            widget.close()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _take(self, event: WebhookEvent) -> None:
+        self._taken += 1
+        rid = event.request_id
+        if self.request_id is not None and rid != self.request_id:
+            return
+        if event.is_message:
+            key = event.dedupe_key
+            if key is not None:
+                if key in self._keys:
+                    return
+                self._keys[key] = None
+                if len(self._keys) > self._max_keys:
+                    self._keys.popitem(last=False)
+            self._messages.append(event)
+            self._seen += 1
+        elif rid and event.event in ("request.close", "request.update", "request.create"):
+            self._states[rid] = event
+            self._states.move_to_end(rid)
+            if len(self._states) > _KEPT_CONVERSATION_STATES:
+                self._states.popitem(last=False)
+
+    def _on_event(self, event: WebhookEvent) -> None:
+        """The listener's callback (its worker thread): take the event, maybe redraw."""
+        with self._lock:
+            self._take(event)
+        self._render_soon()
+
+    def _backlog(self) -> bool:
+        listener = self.listener
+        return listener is not None and listener.stats["pending_callbacks"] > 0
+
+    def _render_soon(self) -> None:
+        # More deliveries are queued behind this one: the last of them redraws.
+        if self._backlog():
+            return
+        wait = self.min_interval - (time.monotonic() - self._last_render)
+        if wait > 0:
+            time.sleep(wait)  # let a burst gather, then draw once
+            if self._backlog():
+                return
+        self._render()
+
+    def _render(self) -> None:
+        with self._lock:
+            events = [*self._states.values(), *self._messages]
+            seen = self._seen
+            conversations = len({e.request_id for e in self._messages})
+        page = render_conversations(
+            events, max_messages=self.max_messages, request_id=self.request_id
+        )
+        count = self._count_text(seen, conversations)
+        with self._render_lock:
+            # Trait assignments only: safe from the listener's worker thread.
+            if self._log.value != page:
+                self._log.value = page
+            if self._count.value != count:
+                self._count.value = count
+            self._last_render = time.monotonic()
+
+    def _count_text(self, seen: int, conversations: int) -> str:
+        if self.listener is not None:
+            kept = self.listener.stats["events_kept"]
+        else:
+            with self._lock:
+                kept = self._taken
+        shown = min(seen, self.max_messages)
+        plural = "" if conversations == 1 else "s"
+        return (
+            f"{kept} event{'' if kept == 1 else 's'} kept · showing {shown} of {seen} "
+            f"message{'' if seen == 1 else 's'} in {conversations} conversation{plural}"
+        )
+
+    def _reply_target(self) -> tuple[str, str | None] | None:
+        with self._lock:
+            newest = None
+            for event in reversed(self._messages):
+                if self.request_id is None or event.request_id == self.request_id:
+                    newest = event
+                    break
+        if self.request_id is not None:
+            return self.request_id, newest.project_id if newest is not None else None
+        if newest is None or newest.request_id is None:
+            return None
+        return newest.request_id, newest.project_id
+
+    def _show_status(self, text: str) -> None:
+        if self._status is not None:
+            self._status.value = text
+
+    def _on_click(self, _button: Any) -> None:
+        self.reply()
+
+
+def _kids(widget: Any) -> list[Any]:
+    return list(getattr(widget, "children", ()))
+
+
+def _follow(view: ConversationView) -> Any:
+    """The view's listener callback, named after its filter: a re-run cell replaces it."""
+
+    def on_event(event: WebhookEvent) -> None:
+        view._on_event(event)
+
+    on_event.__qualname__ = f"ConversationView.on_event[{view.request_id or '*'}]"
+    return on_event
