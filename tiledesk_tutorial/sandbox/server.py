@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import secrets
 import shutil
@@ -12,9 +10,8 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot import wsgi
 
 from tiledesk_tutorial.sandbox.access import Authenticator
 from tiledesk_tutorial.sandbox.app import SandboxApp, with_prefix
@@ -31,17 +28,13 @@ class SandboxError(RuntimeError):
     """The sandbox could not start (for example, its port is taken)."""
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Sends werkzeug's access log to DEBUG, so that nothing is printed into a notebook."""
+class _Server(wsgi.Server):
+    """cheroot's WSGI server (thread pool, keep-alive), logging through ``logging``, not stderr."""
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug("%s %s -> %s", self.command, self.path.split("?")[0], code)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        log.log(
+            level if level > logging.INFO else logging.DEBUG, "http: %s", msg, exc_info=traceback
+        )
 
 
 class SandboxHandle:
@@ -49,7 +42,7 @@ class SandboxHandle:
 
     def __init__(
         self,
-        server: BaseWSGIServer,
+        server: _Server,
         store: Store,
         service: SandboxService,
         delivery: DeliveryWorker,
@@ -62,13 +55,10 @@ class SandboxHandle:
         self.delivery = delivery
         self.data_dir = data_dir
         self._temporary = temporary
-        self.host, self.port = server.server_address[:2]
+        self.host, self.port = server.bind_addr[:2]
         self.url = f"http://{_url_host(self.host)}:{self.port}"
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"tiledesk-sandbox-{self.port}",
-            daemon=True,
+            target=server.serve, name=f"tiledesk-sandbox-{self.port}", daemon=True
         )
         self._stopped = False
         self._lock = threading.Lock()
@@ -93,9 +83,8 @@ class SandboxHandle:
             if self._stopped:
                 return
             self._stopped = True
-        self._server.shutdown()
+        self._server.stop()
         self._thread.join(timeout=5)
-        self._server.server_close()
         self.delivery.stop()
         self.store.close()
         if self._temporary:
@@ -155,7 +144,7 @@ def start_sandbox(
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="tiledesk-sandbox-")) if temporary else Path(data_dir)
     server = _bind(host, port)
-    url = f"http://{_url_host(server.server_address[0])}:{server.server_address[1]}"
+    url = f"http://{_url_host(server.bind_addr[0])}:{server.bind_addr[1]}"
     try:
         app, store, service, delivery = build_app(
             folder,
@@ -165,23 +154,31 @@ def start_sandbox(
             origin=url,
         )
     except BaseException:
-        server.server_close()
+        server.stop()
         raise
-    server.app = app
+    server.wsgi_app = app
     return SandboxHandle(server, store, service, delivery, folder, temporary)._start()
 
 
-def _bind(host: str, port: int) -> BaseWSGIServer:
-    """Bind the server socket, turning werkzeug's ``sys.exit`` on a busy port into an error."""
+def _bind(host: str, port: int) -> _Server:
+    """Create the server and bind its socket; a busy port is a one-line :class:`SandboxError`."""
+    server = _Server(
+        (host, port),
+        _not_ready,
+        numthreads=8,
+        request_queue_size=128,
+        timeout=30,
+        shutdown_timeout=2,
+        server_name="tiledesk-tutorial-sandbox",
+    )
     try:
-        # werkzeug prints its own two-line explanation before sys.exit: keep it out of notebooks.
-        with contextlib.redirect_stderr(io.StringIO()):
-            return make_server(host, port, _not_ready, threaded=True, request_handler=_QuietHandler)
-    except (SystemExit, OSError) as exc:
+        server.prepare()
+    except OSError as exc:
         raise SandboxError(
             f"Cannot start the sandbox on {host}:{port}: the port is already in use "
             "(another sandbox?). Stop the other one, or pick another port (0 = any free port)."
-        ) from (None if isinstance(exc, SystemExit) else exc)
+        ) from exc
+    return server
 
 
 def _not_ready(environ: dict, start_response: Callable) -> list[bytes]:
