@@ -7,12 +7,14 @@ that the agent's reply from the page is a real message of the conversation.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from browser_support import PageErrors, launch_chromium, needs_chromium, output_dir, save_screenshot
-from sandbox_support import PASSWORD, World, make_world
+from sandbox_support import PASSWORD, Api, World, make_world
 
 from tiledesk_tutorial.listener import WebhookListener
 
@@ -163,3 +165,50 @@ def test_sign_in_errors_close_and_an_expired_session(sandbox, world, page):
     page.get_by_role("alert").filter(has_text="sign in again").wait_for()
     assert page.get_by_label("Email").input_value() == world.email
     errors.assert_none(ignore=("401 (UNAUTHORIZED)", "401 (Unauthorized)"))
+
+
+def test_a_presenter_starts_from_an_empty_sandbox(sandbox, page):
+    errors = PageErrors(page)
+    page.goto(sandbox.url + "/console")
+    page.get_by_role("button", name="No account on this sandbox? Create one").click()
+    page.get_by_label("First name").fill("Pat")
+    page.get_by_label("Last name").fill("Presenter")
+    page.get_by_label("Email").fill("pat@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account and sign in").click()
+
+    page.get_by_text("not an agent of any project yet").wait_for()
+    page.get_by_label("Project name").fill("Friday workshop")
+    page.get_by_role("button", name="Create project").click()
+    project_id = page.locator("#project-id")
+    project_id.filter(has_text=re.compile(r"^[0-9a-f]{24}$")).wait_for()
+    assert page.locator("#project").input_value() == project_id.inner_text()
+
+    # Someone in the room writes to that PROJECT_ID as an anonymous visitor.
+    api = Api(sandbox.url)
+    try:
+        pid = project_id.inner_text()
+        visitor = api.post(
+            "/auth/signinAnonymously", json={"id_project": pid, "firstname": "Sam"}
+        ).json()
+        rid = f"support-group-{pid}-{uuid.uuid4().hex}"
+        sent = api.post(
+            f"/{pid}/requests/{rid}/messages",
+            json={"text": "Hi from row 3"},
+            token=visitor["token"],
+        )
+        assert sent.status_code == 200, sent.text
+    finally:
+        api.close()
+    conversation(page, rid).filter(has_text="Hi from row 3").wait_for()
+
+    # Signing up again with the same email explains what happened.
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="No account on this sandbox? Create one").click()
+    page.get_by_label("First name").fill("Pat")
+    page.get_by_label("Last name").fill("Again")
+    page.get_by_label("Email").fill("pat@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account and sign in").click()
+    page.get_by_role("alert").filter(has_text="Email already registered").wait_for()
+    errors.assert_none(ignore=("403 (FORBIDDEN)", "403 (Forbidden)"))
