@@ -50,10 +50,9 @@ class Principal:
 
 @dataclass(frozen=True)
 class Membership:
-    """A principal's place in one project: its role and its ``project_user`` document."""
+    """A principal's place in one project: its role (``subscription`` for a webhook's token)."""
 
     role: str
-    doc: dict[str, Any] | None
 
     def at_least(self, role: str) -> bool:
         """True when this membership's role is ``role`` or higher."""
@@ -70,6 +69,11 @@ class Authenticator:
         # on every call (as the tutorial's curl commands do) stays fast.
         self._basic_cache: OrderedDict[str, str] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Verifying a token and reading the user costs more than the rest of a typical call, and
+        # tokens never expire; users and memberships are never disabled in the sandbox (only
+        # add_member changes a role, and it calls forget_membership).
+        self._principals: dict[str, Principal] = {}
+        self._members: dict[tuple[str, str], Membership] = {}
 
     def authenticate(self, header: str | None) -> Principal:
         """Return the caller, or raise the real server's 401 (or 400/403) answer."""
@@ -80,7 +84,7 @@ class Authenticator:
             raise unauthorized()
         scheme, credentials = match.group(1).lower(), match.group(2)
         if scheme == "jwt":
-            principal = self._from_jwt(credentials)
+            principal = self._principals.get(credentials) or self._from_jwt(credentials)
         elif scheme == "basic":
             principal = self._from_basic(credentials)
         else:  # Bearer and everything else: neither strategy of the real server matches.
@@ -104,19 +108,28 @@ class Authenticator:
             )
             if user is None or user.get("status") != 100:
                 raise unauthorized()
-            return _user_principal(user)
+            return self._remember(token, _user_principal(user))
         if subject == "guest" and isinstance(claims.get("_id"), str):
-            return Principal(
-                kind="guest",
-                id=claims["_id"],
-                fullname=str(claims.get("fullName") or claims.get("firstname") or "Guest"),
-                email=claims.get("email") if isinstance(claims.get("email"), str) else None,
-                attributes=claims.get("attributes")
-                if isinstance(claims.get("attributes"), dict)
-                else None,
-                claims=claims,
+            return self._remember(
+                token,
+                Principal(
+                    kind="guest",
+                    id=claims["_id"],
+                    fullname=str(claims.get("fullName") or claims.get("firstname") or "Guest"),
+                    email=claims.get("email") if isinstance(claims.get("email"), str) else None,
+                    attributes=claims.get("attributes")
+                    if isinstance(claims.get("attributes"), dict)
+                    else None,
+                    claims=claims,
+                ),
             )
         raise unauthorized()
+
+    def _remember(self, token: str, principal: Principal) -> Principal:
+        if len(self._principals) >= 10_000:
+            self._principals.clear()  # a crude bound; a workshop never comes near it
+        self._principals[token] = principal
+        return principal
 
     def _subscription_principal(self, token: str, audience: str) -> Principal:
         subscription_id = audience[len(tokens.SUBSCRIPTION_AUDIENCE_PREFIX) :]
@@ -166,14 +179,21 @@ class Authenticator:
             # Unlike Tiledesk, a subscription's token is only good for its own project.
             if principal.project_id != project_id:
                 raise not_member()
-            return Membership(role="subscription", doc=None)
-        doc = self._store.doc(
-            "SELECT doc FROM project_users WHERE id_project = ? AND user_key = ?",
-            (project_id, principal.id),
-        )
-        if doc is None or doc.get("status") != "active":
-            raise not_member()
-        return Membership(role=doc["role"], doc=doc)
+            return Membership(role="subscription")
+        key = (project_id, principal.id)
+        member = self._members.get(key)
+        if member is None:
+            doc = self._store.doc(
+                "SELECT doc FROM project_users WHERE id_project = ? AND user_key = ?", key
+            )
+            if doc is None or doc.get("status") != "active":
+                raise not_member()
+            member = self._members[key] = Membership(role=doc["role"])
+        return member
+
+    def forget_membership(self, project_id: str, user_key: str) -> None:
+        """Drop what is remembered of a membership, after its role or status changed."""
+        self._members.pop((project_id, user_key), None)
 
     def require(
         self,

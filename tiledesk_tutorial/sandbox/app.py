@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from tiledesk_tutorial.sandbox.service import SandboxService
 log = logging.getLogger("tiledesk_tutorial.sandbox")
 
 BODY_LIMIT = 500 * 1024  # Tiledesk's JSON_BODY_LIMIT default, "500KB"
+MAX_BODY_DEPTH = 100  # levels of nesting in a JSON body; real Tiledesk bodies use a handful
 HEALTH_TEXT = (
     "Hello from Tiledesk server. It's UP. This is the tiledesk-tutorial sandbox: "
     "see the tutorial's README for what it serves."
@@ -252,12 +254,58 @@ def read_body(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ApiError(400, {"err": "The body is not valid UTF-8."}) from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, {"err": f"The body is not valid JSON: {str(exc)[:200]}"}) from None
     if not isinstance(value, dict):
         raise ApiError(400, {"err": 'The body must be a JSON object, e.g. {"text": "hello"}.'})
+    problem = _unstorable(value)
+    if problem:
+        raise ApiError(400, {"err": problem})
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, but they are not JSON: stored, they would make every
+    # later answer that includes them unreadable for browsers and strict parsers.
+    raise ValueError(f"{name} is not a JSON value; use null or a number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return number
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a parsed body cannot be stored and sent back as JSON, or None.
+
+    Nesting beyond ``MAX_BODY_DEPTH`` would reach Python's recursion limit when the body is
+    written out again; an unpaired surrogate escape (``"\\ud800"``) is not Unicode text.
+    Walked with a stack, not recursion, for the same reason.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_BODY_DEPTH:
+                return f"The body is nested more than {MAX_BODY_DEPTH} levels deep."
+            stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            if depth > MAX_BODY_DEPTH:
+                return f"The body is nested more than {MAX_BODY_DEPTH} levels deep."
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return (
+                    "The body contains an unpaired surrogate escape (\\ud800 to \\udfff): "
+                    "text must be valid Unicode."
+                )
+    return None
 
 
 def json_response(status: int, body: Any) -> Response:

@@ -80,6 +80,9 @@ class SandboxService:
         self.auth = auth
         self._secret = global_secret
         self._on_deliveries = on_deliveries
+        # Read on every call and never changed in place: projects, and who subscribes to what.
+        self._projects: dict[str, dict[str, Any]] = {}
+        self._hooks: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
 
     # ----------------------------------------------------------------------------------- auth
 
@@ -182,7 +185,12 @@ class SandboxService:
         return project
 
     def _project(self, project_id: str) -> dict[str, Any] | None:
-        return self.store.doc("SELECT doc FROM projects WHERE id = ?", (project_id,))
+        project = self._projects.get(project_id)
+        if project is None:
+            project = self.store.doc("SELECT doc FROM projects WHERE id = ?", (project_id,))
+            if project is not None:
+                self._projects[project_id] = project
+        return project
 
     def create_project(self, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /projects``: the caller becomes owner, with a default department."""
@@ -279,6 +287,7 @@ class SandboxService:
                 conn.execute(
                     "UPDATE project_users SET doc = ? WHERE id = ?", (dumps(member), member["_id"])
                 )
+            self.auth.forget_membership(project_id, user_id)
         return docs.render_project_user(member)
 
     # ------------------------------------------------------------------------------- messages
@@ -371,15 +380,13 @@ class SandboxService:
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         project_id = project["_id"]
         sender = body.get("sender")
-        requester = member.doc
-        if sender is not None:
-            row = conn.execute(
-                "SELECT doc FROM project_users WHERE id_project = ? AND user_key = ?",
-                (project_id, sender),
-            ).fetchone()
-            requester = json.loads(row[0]) if row else None
-            if requester is None or requester.get("status") != "active":
-                raise forbidden(f"Unauthorized. Project_user not found with user id  : {sender}")
+        row = conn.execute(
+            "SELECT doc FROM project_users WHERE id_project = ? AND user_key = ?",
+            (project_id, sender if sender is not None else caller.id),
+        ).fetchone()
+        requester = json.loads(row[0]) if row else None
+        if sender is not None and (requester is None or requester.get("status") != "active"):
+            raise forbidden(f"Unauthorized. Project_user not found with user id  : {sender}")
         if requester is None:
             raise ApiError(
                 422,
@@ -808,6 +815,7 @@ class SandboxService:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (hook["_id"], project_id, event, target, secret, dumps(hook)),
                 )
+                self._hooks.pop((project_id, event), None)
         return {"secret": secret, "global": False, **hook}
 
     def list_subscriptions(self, project_id: str) -> list[dict[str, Any]]:
@@ -836,6 +844,7 @@ class SandboxService:
             if row is None:
                 return None
             conn.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
+            self._hooks.pop((project_id, json.loads(row[0])["event"]), None)
             conn.execute(
                 "UPDATE outbox SET state = 'cancelled' WHERE subscription_id = ? "
                 "AND state = 'pending'",
@@ -863,10 +872,14 @@ class SandboxService:
         pending: list[Delivery],
     ) -> None:
         """Queue one delivery per matching subscription, in the caller's transaction."""
-        subscriptions = conn.execute(
-            "SELECT id, secret, target, doc FROM subscriptions WHERE id_project = ? AND event = ?",
-            (project_id, event),
-        ).fetchall()
+        subscriptions = self._hooks.get((project_id, event))
+        if subscriptions is None:
+            subscriptions = conn.execute(
+                "SELECT id, secret, target, doc FROM subscriptions "
+                "WHERE id_project = ? AND event = ? ORDER BY seq",
+                (project_id, event),
+            ).fetchall()
+            self._hooks[(project_id, event)] = subscriptions
         if not subscriptions:
             return
         payload_json = dumps(payload)

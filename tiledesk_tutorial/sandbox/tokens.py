@@ -33,14 +33,36 @@ def sign_guest_token(guest: dict[str, Any], secret: str) -> str:
 
 
 def sign_subscription_token(hook: dict[str, Any], secret: str) -> str:
-    """The ``token`` of a webhook delivery: the hook, signed with the subscription's secret."""
-    return _sign(dict(hook), secret, SUBSCRIPTION_AUDIENCE_PREFIX + hook["_id"], "subscription")
+    """The ``token`` of a webhook delivery: the hook, signed with the subscription's secret.
+
+    The token depends only on the hook and the second it is issued in, so a burst of deliveries
+    reuses one signature per subscription and second.
+    """
+    key = (hook["_id"], secret, int(time.time()))
+    token = _subscription_tokens.get(key)
+    if token is None:
+        if len(_subscription_tokens) > 1000:
+            _subscription_tokens.clear()
+        token = _sign(
+            dict(hook), secret, SUBSCRIPTION_AUDIENCE_PREFIX + hook["_id"], "subscription"
+        )
+        _subscription_tokens[key] = token
+    return token
+
+
+_subscription_tokens: dict[tuple[str, str, int], str] = {}
 
 
 def _sign(
-    claims: dict[str, Any], secret: str, audience: str, subject: str, jti: bool = False
+    claims: dict[str, Any],
+    secret: str,
+    audience: str,
+    subject: str,
+    jti: bool = False,
+    issued_at: int | None = None,
 ) -> str:
-    claims.update(iat=int(time.time()), aud=audience, iss=ISSUER, sub=subject)
+    iat = int(time.time()) if issued_at is None else issued_at
+    claims.update(iat=iat, aud=audience, iss=ISSUER, sub=subject)
     if jti:
         claims["jti"] = new_uuid()
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
