@@ -38,14 +38,14 @@ def sign_subscription_token(hook: dict[str, Any], secret: str) -> str:
     The token depends only on the hook and the second it is issued in, so a burst of deliveries
     reuses one signature per subscription and second.
     """
-    key = (hook["_id"], secret, int(time.time()))
+    issued_at = int(time.time())
+    key = (hook["_id"], secret, issued_at)
     token = _subscription_tokens.get(key)
     if token is None:
         if len(_subscription_tokens) > 1000:
             _subscription_tokens.clear()
-        token = _sign(
-            dict(hook), secret, SUBSCRIPTION_AUDIENCE_PREFIX + hook["_id"], "subscription"
-        )
+        audience = SUBSCRIPTION_AUDIENCE_PREFIX + hook["_id"]
+        token = _sign(dict(hook), secret, audience, "subscription", issued_at=issued_at)
         _subscription_tokens[key] = token
     return token
 
