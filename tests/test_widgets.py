@@ -194,7 +194,8 @@ def test_listener_updates_arrive_from_the_worker_thread(listener: WebhookListene
     with requests.Session() as session:
         for i in range(120):
             post(listener, f"burst {i:03d}", session)
-    wait_until(lambda: "burst 119" in view.html)
+    assert view.wait_until_shown("burst 119", timeout=5)
+    assert not view.wait_until_shown("never sent", timeout=0.05)
     assert texts(view.html) == [f"burst {i:03d}" for i in range(70, 120)]
     wait_until(lambda: view.count_text.startswith("120 events kept"))
     assert view.count_text == "120 events kept · showing 50 of 120 messages in 1 conversation"

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_SANDBOX_PORT",
     "HOME_VAR",
+    "LISTENER_PORT_VAR",
     "SANDBOX_URL_VAR",
     "Account",
     "Tutorial",
@@ -66,6 +67,8 @@ log = logging.getLogger("tiledesk_tutorial.tutorial")
 SANDBOX_URL_VAR = "TILEDESK_SANDBOX_URL"
 #: Where the tutorial keeps its state file and the in-kernel sandbox's data.
 HOME_VAR = "TILEDESK_TUTORIAL_HOME"
+#: Overrides the notebooks' fixed webhook listener ports (tests, machines where they are taken).
+LISTENER_PORT_VAR = "TILEDESK_LISTENER_PORT"
 #: The port a sandbox started by a notebook listens on, so other notebooks find it.
 DEFAULT_SANDBOX_PORT = 3000
 #: What every Tiledesk server answers on ``GET /``; the sandbox adds :data:`SANDBOX_MARK`.
@@ -276,6 +279,19 @@ class Tutorial:
         pid = self.agent().project_id
         assert pid is not None  # agent() always sets it
         return pid
+
+    def listener_port(self, default: int) -> int:
+        """The port for this notebook's webhook listener: ``default``, unless
+        ``TILEDESK_LISTENER_PORT`` names another (for test runs, or when the port is taken).
+
+        A fixed port matters: re-running the listener's cell then replaces the listener.
+        """
+        value = (os.environ.get(LISTENER_PORT_VAR) or "").strip()
+        if not value:
+            return default
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise TutorialError(f"{LISTENER_PORT_VAR}={value!r} is not a port (1 to 65535).")
+        return int(value)
 
     def describe(self) -> str:
         """Where the tutorial runs and what it knows, secrets hidden."""

@@ -233,6 +233,7 @@ class ConversationView:
         self.min_interval = max(0.0, float(min_interval))
         self._lock = threading.RLock()
         self._render_lock = threading.Lock()
+        self._drawn = threading.Condition(self._render_lock)
         self._messages: deque[WebhookEvent] = deque(maxlen=max_messages)
         self._states: OrderedDict[str, WebhookEvent] = OrderedDict()
         # Keys of the messages taken, so that one delivered while refresh() reads the listener's
@@ -251,6 +252,7 @@ class ConversationView:
         self._count.add_class("tiledesk-count")
         self._log = w.HTML(render_conversations((), request_id=request_id))
         self._log.layout.width = "100%"
+        self._log.add_class("tiledesk-log")
         children: list[Any] = [w.HBox([self._title, self._count]), self._log]
         self._text: Any = None
         self._status: Any = None
@@ -303,6 +305,23 @@ class ConversationView:
         """How many messages the view has taken in (shown or scrolled out of its window)."""
         with self._lock:
             return self._seen
+
+    def wait_until_shown(self, text: str, timeout: float = 10.0) -> bool:
+        """Wait until a message containing ``text`` is on screen; False after ``timeout`` s.
+
+        ``listener.wait_for`` returns as soon as an event is kept, a moment before the view has
+        drawn it: a cell that checks the view (or a headless run that saves the widget's state)
+        waits with this.
+        """
+        needle = html.escape(text)
+        deadline = time.monotonic() + timeout
+        with self._drawn:
+            while needle not in self._log.value:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._drawn.wait(remaining)
+        return True
 
     # -- feeding it -----------------------------------------------------------------------------
     def add(self, event: WebhookEvent) -> None:
@@ -431,6 +450,7 @@ class ConversationView:
             if self._count.value != count:
                 self._count.value = count
             self._last_render = time.monotonic()
+            self._drawn.notify_all()
 
     def _count_text(self, seen: int, conversations: int) -> str:
         if self.listener is not None:
