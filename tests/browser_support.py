@@ -120,7 +120,14 @@ class JupyterLab:
     news" toast is turned off. Kernels use this interpreter (the venv's ``python3`` kernelspec).
     """
 
-    def __init__(self, root_dir: Path, home: Path, env: dict[str, str], log_file: Path) -> None:
+    def __init__(
+        self,
+        root_dir: Path,
+        home: Path,
+        env: dict[str, str],
+        log_file: Path,
+        unset: tuple[str, ...] = (),
+    ) -> None:
         self.root_dir = root_dir
         self.home = home
         self.token = secrets.token_hex(16)
@@ -128,6 +135,7 @@ class JupyterLab:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
         self._extra_env = env
+        self._unset = unset
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> JupyterLab:
@@ -143,8 +151,13 @@ class JupyterLab:
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
+        # Every cell in the DOM (no virtual scrolling), so tests can find cells by their text.
+        tracker = folders["settings"] / "@jupyterlab" / "notebook-extension"
+        tracker.mkdir(parents=True, exist_ok=True)
+        (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+        inherited = {k: v for k, v in os.environ.items() if k not in self._unset}
         env = {
-            **os.environ,
+            **inherited,
             "JUPYTERLAB_SETTINGS_DIR": str(folders["settings"]),
             "JUPYTERLAB_WORKSPACES_DIR": str(folders["workspaces"]),
             "JUPYTER_CONFIG_DIR": str(folders["config"]),
