@@ -644,6 +644,8 @@ class SandboxService:
                     400,
                     {"success": False, "msg": "status must be a number, a list or 'all'"},
                 ) from None
+            # SQLite integers are 64-bit: a status beyond that matches nothing, as on Tiledesk.
+            statuses = [s for s in statuses if -(2**63) <= s < 2**63]
             clauses.append(f"status IN ({','.join('?' * len(statuses))})")
             params.extend(statuses)
         if mine:
