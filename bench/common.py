@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "Bench-Passw0rd!"
+PASSWORD = "Bench-Passw0rd!"  # noqa: S105 - a throw-away local account
 
 
 @dataclass
@@ -53,7 +53,16 @@ def start_sandbox_process(*extra: str) -> SandboxProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tiledesk_tutorial.sandbox", "--port", "0", "--data", str(data_dir), *extra],
+        [
+            sys.executable,
+            "-m",
+            "tiledesk_tutorial.sandbox",
+            "--port",
+            "0",
+            "--data",
+            str(data_dir),
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -17,8 +17,10 @@ from typing import Any
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import ClosingIterator
 
 from tiledesk_tutorial.sandbox.access import Principal
+from tiledesk_tutorial.sandbox.activity import Activity
 from tiledesk_tutorial.sandbox.errors import ApiError
 from tiledesk_tutorial.sandbox.service import SandboxService
 
@@ -66,11 +68,26 @@ _PROJECT_ROUTES = Map(
 class SandboxApp:
     """The WSGI application. Mounted at the root and, through :func:`with_prefix`, under ``/v3``."""
 
-    def __init__(self, service: SandboxService, extra_routes: dict[str, Callable] | None = None):
+    def __init__(
+        self,
+        service: SandboxService,
+        extra_routes: dict[str, Callable] | None = None,
+        activity: Activity | None = None,
+    ):
         self.service = service
         self.extra_routes = extra_routes or {}
+        self.activity = activity or Activity()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        self.activity.enter()
+        try:
+            body = self._answer(environ, start_response)
+        except BaseException:
+            self.activity.leave()
+            raise
+        return ClosingIterator(body, self.activity.leave)
+
+    def _answer(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         request.max_content_length = BODY_LIMIT
         try:

@@ -26,6 +26,7 @@ from typing import Any
 import urllib3
 
 from tiledesk_tutorial.redact import redact, redact_jwts
+from tiledesk_tutorial.sandbox.activity import Activity
 from tiledesk_tutorial.sandbox.ids import iso, new_object_id
 from tiledesk_tutorial.sandbox.service import Delivery
 from tiledesk_tutorial.sandbox.store import Store, dumps
@@ -81,10 +82,14 @@ class DeliveryWorker:
         policy: RetryPolicy | None = None,
         origin: str = "http://localhost:3000",
         threads: int = 4,
+        activity: Activity | None = None,
+        give_way: float = 0.05,
     ) -> None:
         self._store = store
         self.policy = policy or RetryPolicy()
         self.origin = origin
+        self._activity = activity
+        self._give_way = give_way
         self._thread_count = threads
         self._ready: deque[Delivery] = deque()
         self._later: list[tuple[float, int, Delivery]] = []
@@ -186,6 +191,9 @@ class DeliveryWorker:
 
     def _send_loop(self) -> None:
         while (delivery := self._next()) is not None:
+            if self._activity is not None:
+                # Let the calls in progress be answered first (at most a short moment).
+                self._activity.wait_quiet(self._give_way)
             try:
                 outcome = self._attempt(delivery)
             except Exception as exc:  # never let one delivery kill the worker

@@ -14,6 +14,7 @@ from pathlib import Path
 from cheroot import wsgi
 
 from tiledesk_tutorial.sandbox.access import Authenticator
+from tiledesk_tutorial.sandbox.activity import Activity
 from tiledesk_tutorial.sandbox.app import SandboxApp, with_prefix
 from tiledesk_tutorial.sandbox.delivery import DeliveryWorker, RetryPolicy
 from tiledesk_tutorial.sandbox.service import SandboxService
@@ -113,9 +114,12 @@ def build_app(
     store = Store(Path(data_dir) / "sandbox.sqlite3")
     global_secret = store.meta("global_secret", lambda: secrets.token_hex(32))
     auth = Authenticator(store, global_secret)
-    delivery = DeliveryWorker(store, policy=retry_policy, origin=origin, threads=delivery_threads)
+    activity = Activity()
+    delivery = DeliveryWorker(
+        store, policy=retry_policy, origin=origin, threads=delivery_threads, activity=activity
+    )
     service = SandboxService(store, auth, global_secret, on_deliveries=delivery.submit)
-    app = SandboxApp(service, extra_routes=_extra_routes())
+    app = SandboxApp(service, extra_routes=_extra_routes(), activity=activity)
     return with_prefix(app, prefixes), store, service, delivery
 
 
