@@ -204,6 +204,11 @@ class JupyterLab:
         headers = {"Authorization": f"token {self.token}"}
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
 
+    def shutdown_kernels(self) -> None:
+        """Shut down every kernel of this server (their listeners free their ports)."""
+        for kernel in self.api("GET", "/api/kernels").json():
+            self.api("DELETE", f"/api/kernels/{kernel['id']}")
+
     def lab_url(self, notebook: str) -> str:
         """The URL that opens ``notebook`` (relative to the root folder) in JupyterLab."""
         return f"{self.url}/lab/tree/{notebook}?token={self.token}&reset"
@@ -228,8 +233,7 @@ class JupyterLab:
             family = []
         if process.poll() is None:
             with contextlib.suppress(requests.RequestException, ValueError):
-                for kernel in self.api("GET", "/api/kernels").json():
-                    self.api("DELETE", f"/api/kernels/{kernel['id']}")
+                self.shutdown_kernels()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:

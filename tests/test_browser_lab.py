@@ -12,9 +12,8 @@ answer must appear in the notebook's widget, pushed by the webhook.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import socket
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,13 @@ from browser_support import (
     REPO,
     JupyterLab,
     PageErrors,
+    free_port,
     launch_chromium,
     needs_chromium,
     output_dir,
     save_screenshot,
 )
+from sandbox_support import Api
 
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
 from tiledesk_tutorial.settings import ENV_VARS
@@ -42,6 +43,7 @@ VISITOR_TEXT = "Hello, I need help with my order"
 AGENT_TEXT = "Hi I'm Rosy. How can help you?"
 CONSOLE_REPLY = "Thanks for waiting, John: your order ships today."
 RUN_TIMEOUT_MS = 120_000
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 # True once every cell has finished (no "[*]" prompt) and the kernel says Idle.
 KERNEL_IDLE = """() => {
@@ -75,20 +77,6 @@ class LabRun:
         return state["servers"][self.sandbox.url]
 
 
-def _listener_ports(notebook: Path) -> list[int]:
-    text = "".join("".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"])
-    return [int(port) for port in re.findall(r"WebhookListener\(port=(\d+)", text)]
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with launch_chromium() as chromium:
@@ -102,9 +90,6 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     metadata = json.loads(source.read_text())["metadata"]
     # Without a kernelspec, JupyterLab stops at a "Select Kernel" dialog: learners would too.
     assert metadata.get("kernelspec", {}).get("name") == "python3", metadata
-    busy = [port for port in _listener_ports(source) if not _port_is_free(port)]
-    if busy:
-        pytest.fail(f"port {busy} (the notebook's webhook listener) is used by another program")
 
     base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
@@ -116,7 +101,12 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         lab = JupyterLab(
             root,
             base / "jupyter",
-            {"TILEDESK_SANDBOX_URL": sandbox.url, "TILEDESK_TUTORIAL_HOME": str(home)},
+            {
+                "TILEDESK_SANDBOX_URL": sandbox.url,
+                "TILEDESK_TUTORIAL_HOME": str(home),
+                # A free port for the notebook's listener, not 8099 (a learner's lab may hold it).
+                "TILEDESK_LISTENER_PORT": str(free_port()),
+            },
             log_folder / "jupyterlab.log",
             unset=tuple(ENV_VARS.values()),  # never live mode, whatever the developer has set
         )
@@ -192,6 +182,63 @@ def test_notebook_04_widget_updates_live_in_jupyterlab(lab_run: LabRun, browser,
         assert notebook.evaluate(KERNEL_IDLE) is True
         assert prompts(notebook) == ran
         save_screenshot(widget, output_dir(request.node), "widget-jupyterlab.png")
+
+        # Another visitor types markup: the widget shows it as text, and nothing runs.
+        api = Api(lab_run.sandbox.url)
+        try:
+            project_id = account["project_id"]
+            guest = api.post(
+                "/auth/signinAnonymously", json={"id_project": project_id, "firstname": "Eve"}
+            ).json()
+            path = f"/{project_id}/requests/support-group-{project_id}-{uuid.uuid4().hex}/messages"
+            sent = api.post(path, json={"text": XSS}, token=guest["token"])
+            assert sent.status_code == 200, sent.text
+        finally:
+            api.close()
+        shown = widget.locator(".tiledesk-role-visitor .tiledesk-text", has_text="window.__xss=1")
+        shown.wait_for()
+        assert shown.inner_text() == XSS
+        assert widget.locator("img, script").count() == 0
+        assert notebook.evaluate("window.__xss") is None
+
+        # Last, the clean-up cell, as the notebook asks: the listener stops, the port is free.
+        cleanup = notebook.locator(".jp-Notebook .jp-CodeCell", has_text=CLEANUP_MARK)
+        cleanup.locator(".jp-InputPrompt").click()
+        notebook.get_by_role("menuitem", name="Run", exact=True).click()
+        notebook.locator('.lm-Menu-item[data-command="notebook:run-cell"]').click()
+        cleanup.locator(".jp-OutputArea-output", has_text="listener stopped").wait_for()
         notebook_errors.assert_none()
     finally:
         context.close()
+        lab_run.lab.shutdown_kernels()
+
+
+def test_notebook_05_reply_box_sends_from_the_browser(lab_run: LabRun, browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    try:
+        notebook = context.new_page()
+        notebook.set_default_timeout(30_000)
+        notebook_errors = PageErrors(notebook)
+        notebook.goto(lab_run.lab.lab_url("05_live_conversation.ipynb"))
+        notebook.wait_for_function(KERNEL_IDLE, timeout=60_000)
+
+        # Up to the chat, before the notebook closes the conversation.
+        run_all_above(notebook, "agent.close_request(request_id)")
+        wait_for_widget(notebook, "My order #4242", "Let me check order #4242", "It was a gift")
+        notebook.wait_for_function(KERNEL_IDLE, timeout=RUN_TIMEOUT_MS)
+        chat = notebook.locator(".tiledesk-conversation")
+        assert chat.count() == 1
+
+        # The learner answers in the widget's reply box: the click runs in the kernel, the
+        # message goes to Tiledesk, and its webhook brings it back into the view.
+        answer = "Found it: order #4242 arrives tomorrow morning."
+        chat.locator(".tiledesk-reply-text input").fill(answer)
+        chat.locator(".tiledesk-reply-send").click()
+        chat.locator(".tiledesk-role-agent", has_text=answer).wait_for()
+        chat.locator(".tiledesk-status", has_text="Sent at").wait_for()
+        assert chat.locator(".tiledesk-reply-text input").input_value() == ""
+        save_screenshot(chat, output_dir(request.node), "widget-reply-box.png")
+        notebook_errors.assert_none()
+    finally:
+        context.close()
+        lab_run.lab.shutdown_kernels()
