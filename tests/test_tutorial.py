@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import types
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +46,11 @@ def _state(home: Path) -> dict:
     return json.loads((home / "state.json").read_text())
 
 
+def _email() -> str:
+    """A new email for each test: the tests share one sandbox."""
+    return f"grace-{uuid.uuid4().hex[:8]}@example.com"
+
+
 def _sign_up(url: str, email: str, password: str = PASSWORD) -> None:
     with TiledeskClient(url) as client:
         client.sign_up(email, password, "Grace", "Hopper")
@@ -51,23 +58,25 @@ def _sign_up(url: str, email: str, password: str = PASSWORD) -> None:
 
 # -- finding the sandbox ------------------------------------------------------------------------
 def test_sandbox_url_from_the_environment_is_used(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url + "/")
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url + "/")
     tt = start()
-    assert (tt.mode, tt.api_url, tt.sandbox) == ("sandbox", sandbox.url, None)
-    assert f"Sandbox mode: the embedded Tiledesk at {sandbox.url}" in capsys.readouterr().out
+    assert (tt.mode, tt.api_url, tt.sandbox) == ("sandbox", sandbox_session.url, None)
+    assert (
+        f"Sandbox mode: the embedded Tiledesk at {sandbox_session.url}" in capsys.readouterr().out
+    )
     assert tt.state.path == home / "state.json"
 
 
 def test_a_silent_sandbox_url_falls_back_to_the_shared_port(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", f"http://127.0.0.1:{free_port()}")
-    tt = start(sandbox_port=sandbox.port)
+    tt = start(sandbox_port=sandbox_session.port)
     out = capsys.readouterr().out
     assert "does not answer" in out
-    assert tt.api_url == f"http://127.0.0.1:{sandbox.port}"
+    assert tt.api_url == f"http://127.0.0.1:{sandbox_session.port}"
     assert "shared by the notebooks" in tt.where
     assert tt.sandbox is None
 
@@ -98,23 +107,25 @@ def test_a_port_held_by_another_program_gives_a_private_sandbox(
     assert tt.where == "private to this kernel"
 
 
-def test_a_real_tiledesk_greeting_is_not_taken_for_the_sandbox(sandbox: SandboxHandle) -> None:
-    assert probe_sandbox(sandbox.url)
+def test_a_real_tiledesk_greeting_is_not_taken_for_the_sandbox(
+    sandbox_session: SandboxHandle,
+) -> None:
+    assert probe_sandbox(sandbox_session.url)
     assert not probe_sandbox(f"http://127.0.0.1:{free_port()}")
     # Explicit URLs accept any Tiledesk; the shared port needs the sandbox's own mark.
-    assert probe_sandbox(sandbox.url, require_mark=False)
+    assert probe_sandbox(sandbox_session.url, require_mark=False)
 
 
 # -- the state across notebooks ----------------------------------------------------------------
 def test_agent_signs_up_and_creates_the_project_once_then_reuses_them(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     first = start(quiet=False)
     agent = first.agent()
     out = capsys.readouterr().out
     assert "was signed up now" in out and "created the project" in out
-    entry = _state(home)["servers"][sandbox.url]
+    entry = _state(home)["servers"][sandbox_session.url]
     assert entry["mode"] == "sandbox"
     assert entry["email"] == first.account.email and entry["password"] == first.account.password
     assert entry["project_id"] == agent.project_id == first.project_id
@@ -133,11 +144,11 @@ def test_agent_signs_up_and_creates_the_project_once_then_reuses_them(
 
 
 def test_state_from_another_sandbox_is_repaired(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     TutorialState(home / "state.json").update(
-        sandbox.url,
+        sandbox_session.url,
         live=False,
         email="gone@example.com",
         password="old-throwaway",
@@ -149,14 +160,14 @@ def test_state_from_another_sandbox_is_repaired(
     assert "gone@example.com was signed up now" in out
     assert "because the one remembered is gone" in out
     assert agent.project_id != "5f0000000000000000000000"
-    assert _state(home)["servers"][sandbox.url]["project_id"] == agent.project_id
+    assert _state(home)["servers"][sandbox_session.url]["project_id"] == agent.project_id
     tt.close()
 
 
 def test_remember_makes_a_project_the_one_of_the_next_notebooks(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     tt = start(quiet=True)
     agent = tt.agent()
     other = agent.create_project("Second project")
@@ -185,41 +196,41 @@ def test_an_unreadable_state_file_is_ignored(home: Path, caplog) -> None:
 
 # -- live mode ---------------------------------------------------------------------------------
 def test_live_mode_signs_in_creates_a_project_and_never_stores_the_password(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    _sign_up(sandbox.url, "grace@example.com")
-    monkeypatch.setenv("TILEDESK_API_URL", sandbox.url)
-    monkeypatch.setenv("TILEDESK_EMAIL", "grace@example.com")
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
     monkeypatch.setenv("TILEDESK_PASSWORD", PASSWORD)
     tt = start()
-    assert tt.is_live and tt.api_url == sandbox.url
+    assert tt.is_live and tt.api_url == sandbox_session.url
     pid = tt.project_id
     assert "Live mode" in capsys.readouterr().out
     text = (home / "state.json").read_text()
     assert PASSWORD not in text and "password" not in text
-    assert _state(home)["servers"][sandbox.url] | {"updated_at": ""} == {
+    assert _state(home)["servers"][sandbox_session.url] | {"updated_at": ""} == {
         "mode": "live",
-        "email": "grace@example.com",
+        "email": email,
         "project_id": pid,
         "project_name": "Tiledesk tutorial",
         "updated_at": "",
     }
-    assert repr(tt.account) == (
-        "Account(email='grace@example.com', password=<hidden>, your account)"
-    )
+    assert repr(tt.account) == (f"Account(email='{email}', password=<hidden>, your account)")
     assert start(quiet=True).project_id == pid  # remembered, not created again
     tt.close()
 
 
 def test_live_mode_with_a_project_id_uses_it(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _sign_up(sandbox.url, "grace@example.com")
-    with TiledeskClient(sandbox.url) as owner:
-        owner.sign_in("grace@example.com", PASSWORD)
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    with TiledeskClient(sandbox_session.url) as owner:
+        owner.sign_in(email, PASSWORD)
         project = owner.create_project("Existing")
-    monkeypatch.setenv("TILEDESK_API_URL", sandbox.url)
-    monkeypatch.setenv("TILEDESK_EMAIL", "grace@example.com")
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
     monkeypatch.setenv("TILEDESK_PASSWORD", PASSWORD)
     monkeypatch.setenv("TILEDESK_PROJECT_ID", project.id)
     tt = start(quiet=True)
@@ -229,14 +240,15 @@ def test_live_mode_with_a_project_id_uses_it(
 
 
 def test_live_mode_wrong_password_says_what_to_check(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _sign_up(sandbox.url, "grace@example.com")
-    monkeypatch.setenv("TILEDESK_API_URL", sandbox.url)
-    monkeypatch.setenv("TILEDESK_EMAIL", "grace@example.com")
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
     monkeypatch.setenv("TILEDESK_PASSWORD", "wrong-password")
     tt = start(quiet=True)
-    with pytest.raises(TutorialError, match=r"refused to sign in grace@example\.com") as info:
+    with pytest.raises(TutorialError, match=re.escape(f"refused to sign in {email}")) as info:
         tt.agent()
     assert "wrong-password" not in str(info.value)
     assert info.value._render_traceback_() == [f"TutorialError: {info.value}"]
@@ -244,20 +256,21 @@ def test_live_mode_wrong_password_says_what_to_check(
 
 
 def test_live_mode_asks_for_missing_credentials_once(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _sign_up(sandbox.url, "grace@example.com")
+    email = _email()
+    _sign_up(sandbox_session.url, email)
     monkeypatch.setattr(tutorial, "_asked", {})
     asked: list[tuple[str, bool]] = []
 
     def ask(prompt: str, secret: bool) -> str:
         asked.append((prompt, secret))
-        return PASSWORD if secret else "grace@example.com"
+        return PASSWORD if secret else email
 
-    settings = tutorial.load_settings(None, environ={"TILEDESK_API_URL": sandbox.url})
+    settings = tutorial.load_settings(None, environ={"TILEDESK_API_URL": sandbox_session.url})
     make = lambda: Tutorial(  # noqa: E731
         mode="live",
-        api_url=sandbox.url,
+        api_url=sandbox_session.url,
         settings=settings,
         home=home,
         state=TutorialState(home / "state.json"),
@@ -327,9 +340,9 @@ def test_account_repr_hides_the_password() -> None:
 
 
 def test_describe_shows_no_secret(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     tt = start(quiet=True)
     tt.agent()
     text = tt.describe()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -90,13 +91,15 @@ def test_live_mode_without_credentials_says_which_variables(
 
 
 def test_live_mode_against_a_server_named_by_the_environment(
-    home: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a presenter does with a real Tiledesk, here with the sandbox standing in for it."""
+    sandbox = sandbox_session
+    email = f"presenter-{uuid.uuid4().hex[:8]}@example.com"
     with TiledeskClient(sandbox.url) as owner:
-        owner.sign_up("presenter@example.com", PASSWORD, "Pat", "Presenter")
+        owner.sign_up(email, PASSWORD, "Pat", "Presenter")
     monkeypatch.setenv("TILEDESK_API_URL", sandbox.url)
-    monkeypatch.setenv("TILEDESK_EMAIL", "presenter@example.com")
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
     monkeypatch.setenv("TILEDESK_PASSWORD", PASSWORD)
     first = walkthrough()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -113,7 +116,7 @@ def test_live_mode_against_a_server_named_by_the_environment(
     assert f"PROJECT_ID {entry['project_id']}" in second.stdout
     assert "created the project" not in second.stdout
     with TiledeskClient(sandbox.url, project_id=entry["project_id"]) as owner:
-        owner.sign_in("presenter@example.com", PASSWORD)
+        owner.sign_in(email, PASSWORD)
         assert owner.list_subscriptions() == []
 
 

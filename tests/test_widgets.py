@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -283,10 +284,11 @@ def test_reply_box_sends_as_the_agent_and_the_webhook_shows_it(sandbox: SandboxH
     agent.close()
 
 
-def test_reply_to_a_fixed_conversation(sandbox: SandboxHandle) -> None:
-    agent = TiledeskClient(sandbox.url, backoff_factor=0.01)
-    agent.sign_up("ada@example.com", "Passw0rd!-widget", "Ada", "Lovelace")
-    agent.sign_in("ada@example.com", "Passw0rd!-widget")
+def test_reply_to_a_fixed_conversation(sandbox_session: SandboxHandle) -> None:
+    agent = TiledeskClient(sandbox_session.url, backoff_factor=0.01)
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    agent.sign_up(email, "Passw0rd!-widget", "Ada", "Lovelace")
+    agent.sign_in(email, "Passw0rd!-widget")
     agent.project_id = agent.create_project("Widget").id
     rid = new_request_id(agent.project_id)
     agent.as_visitor(firstname="John").send_message(rid, "first")
