@@ -26,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -168,10 +169,13 @@ class WebhookEvent:
 
     @property
     def sent_at(self) -> datetime | None:
-        """``timestamp`` as an aware UTC datetime, or ``None``."""
+        """``timestamp`` as an aware UTC datetime, or ``None`` (also when it is no real time)."""
         if self.timestamp is None:
             return None
-        return datetime.fromtimestamp(self.timestamp / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(self.timestamp / 1000, tz=UTC)
+        except (OverflowError, ValueError, OSError):  # beyond the year 9999, or the platform's
+            return None
 
     # -- retries ------------------------------------------------------------------------------
     @property
@@ -192,7 +196,7 @@ class WebhookEvent:
             return None
         if self.is_message:
             return (self.event, payload_id)
-        return (self.event, payload_id, self.timestamp, self.payload.get("updatedAt"))
+        return (self.event, payload_id, self.timestamp, _hashable(self.payload.get("updatedAt")))
 
     # -- storage ------------------------------------------------------------------------------
     def to_record(self) -> dict[str, Any]:
@@ -255,6 +259,8 @@ def parse_delivery(
     timestamp = body.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
         timestamp = None
+    elif isinstance(timestamp, float) and not math.isfinite(timestamp):
+        timestamp = None  # NaN, or a number too large for a float (1e999): no time at all
     kept = {}
     if headers:
         lowered = {str(k).lower(): str(v) for k, v in headers.items()}
@@ -488,6 +494,13 @@ def _parse_iso(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` if it can be part of a dict key, else its JSON text (a list, an object)."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _iso_now() -> str:

@@ -181,8 +181,14 @@ class _JsonlWriter:
         self._handle: IO[str] = path.open("a", encoding="utf-8")
 
     def write(self, event: WebhookEvent) -> None:
-        line = json.dumps(event.to_record(), ensure_ascii=False, separators=(",", ":"))
-        self._handle.write(line + "\n")
+        record = event.to_record()
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        try:
+            self._handle.write(line + "\n")
+        except UnicodeEncodeError:
+            # An unpaired surrogate ("\\ud800" in the body: JavaScript strings allow them) has no
+            # UTF-8 form; written as an escape, the line is ASCII and reads back the same.
+            self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._handle.flush()
         if self.fsync:
             os.fsync(self._handle.fileno())
