@@ -30,6 +30,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ import requests
 
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.errors import AuthenticationError, TiledeskError
-from tiledesk_tutorial.models import Project
+from tiledesk_tutorial.models import DeliveryLog, Project
 from tiledesk_tutorial.settings import ENV_VARS, Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +56,7 @@ __all__ = [
     "Tutorial",
     "TutorialError",
     "TutorialState",
+    "delivery_history",
     "probe_sandbox",
     "start",
     "start_tutorial",
@@ -507,6 +509,25 @@ def start(
         where=where,
         say=say,
     )
+
+
+def delivery_history(
+    client: TiledeskClient, *, at_least: int = 1, timeout: float = 5.0
+) -> list[DeliveryLog]:
+    """The project's recorded webhook deliveries, newest first, once ``at_least`` are there.
+
+    A server records a delivery just after sending it, so the last ones may be missing for a
+    moment: this asks again (every 0.1 s) until ``at_least`` entries are there or ``timeout``
+    seconds pass, then returns what there is. A server that does not record deliveries (a
+    self-hosted Tiledesk without ``SUBSCRIPTION_LOG_ENABLED=true``) gives an empty list after
+    ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    history = client.subscription_history()
+    while len(history) < at_least and time.monotonic() < deadline:
+        time.sleep(0.1)
+        history = client.subscription_history()
+    return history
 
 
 #: The same as :func:`start`, under a name that reads well after ``from tiledesk_tutorial import``.

@@ -35,6 +35,7 @@ from tiledesk_tutorial.tutorial import (
     Tutorial,
     TutorialError,
     TutorialState,
+    delivery_history,
     tutorial_home,
 )
 
@@ -185,12 +186,7 @@ def _forged(run: _Run) -> str:
 def _history(run: _Run) -> str:
     assert run.agent is not None and run.listener is not None
     # Servers record a delivery just after sending it: give the last ones a moment to appear.
-    delivered = run.listener.stats["kept"]
-    deadline = time.monotonic() + 2.0
-    logs = run.agent.subscription_history()
-    while logs and len(logs) < delivered and time.monotonic() < deadline:
-        time.sleep(0.1)
-        logs = run.agent.subscription_history()
+    logs = delivery_history(run.agent, at_least=run.listener.stats["kept"], timeout=3.0)
     if not logs:
         return "empty: this server does not log deliveries (SUBSCRIPTION_LOG_ENABLED is off)"
     ok = sum(1 for entry in logs if entry.ok)
