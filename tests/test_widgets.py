@@ -84,6 +84,15 @@ def test_messages_are_grouped_by_conversation_newest_last() -> None:
     assert page.index(f'data-request-id="{RID}"') < page.index(f'data-request-id="{other}"')
 
 
+def test_a_conversation_is_in_the_order_its_messages_were_written() -> None:
+    question = message("question")
+    answer = message("answer", role="agent")
+    stamp = {**answer.payload, "createdAt": "2030-01-01T00:00:00.000Z"}
+    late_answer = parse_delivery({**answer.raw, "payload": stamp})
+    # The answer's delivery overtook the question's: the view still shows the question first.
+    assert texts(render_conversations([late_answer, question])) == ["question", "answer"]
+
+
 def test_each_message_has_name_role_badge_and_time() -> None:
     events = [
         message("hello", role="visitor", sender_fullname="John "),

@@ -88,6 +88,10 @@ def _clock(event: WebhookEvent) -> str:
     return moment.astimezone().strftime("%H:%M:%S")
 
 
+def _written_at(event: WebhookEvent) -> datetime:
+    return event.created_at or event.received_at
+
+
 def _lead_name(payload: dict[str, Any]) -> str | None:
     """The visitor's name: ``lead.fullname`` of a request, or of a message's embedded request."""
     request = payload.get("request") if "request" in payload else payload
@@ -129,8 +133,9 @@ def render_conversations(
 ) -> str:
     """Render webhook events as conversations: an HTML string, every message string escaped.
 
-    Messages (``message.create``) are grouped by conversation (``request_id``), newest last, the
-    most recently active conversation last; only the newest ``max_messages`` messages are shown.
+    Messages (``message.create``) are grouped by conversation (``request_id``), in the order they
+    were written (``createdAt``), newest last, the most recently active conversation last; only the
+    newest ``max_messages`` messages to arrive are shown.
     Request events (``request.update``, ``request.close``) mark a conversation open or closed.
     With ``request_id`` only that conversation is shown.
     """
@@ -177,6 +182,9 @@ def render_conversations(
 
     parts = []
     for rid, messages in groups.items():
+        # Deliveries can overtake each other (senders use several connections): order each
+        # conversation by when its messages were written; ties keep their arrival order.
+        messages.sort(key=_written_at)
         state = "closed" if closed.get(rid) else "open"
         colour = "#6e7781" if state == "closed" else "#1a7f37"
         who = leads.get(rid)
