@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from tutorial_support import FULL_JWT, NOTEBOOKS, clean_tutorial_env, free_port
 
+from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
 
 pytestmark = pytest.mark.notebooks
@@ -42,8 +44,11 @@ CELL_TIMEOUT = 60  # seconds; a cell of these notebooks takes well under 2
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
-def execute(name: str, workdir: Path) -> nbformat.NotebookNode:
+def execute(name: str, workdir: Path, *, twice: bool = False) -> nbformat.NotebookNode:
     """Run a copy of ``notebooks/<name>.ipynb`` in ``workdir`` in a fresh kernel; return it.
+
+    ``twice``: run every cell but the last, then the whole notebook again, in the same kernel (a
+    learner re-running the notebook without restarting it, listener still running).
 
     A kernel run on this kind of machine stalls for a minute, rarely, with no error
     (docs: environment notes): such a run is retried once, and the retry is logged.
@@ -52,6 +57,11 @@ def execute(name: str, workdir: Path) -> nbformat.NotebookNode:
     shutil.copyfile(NOTEBOOKS / copy.name, copy)
     for attempt in (1, 2):
         notebook = nbformat.read(copy, as_version=4)
+        if twice:
+            again = [
+                nbformat.from_dict({**cell, "id": f"again-{cell.id}"}) for cell in notebook.cells
+            ]
+            notebook.cells = notebook.cells[:-1] + again
         client = NotebookClient(
             notebook,
             timeout=CELL_TIMEOUT,
@@ -224,6 +234,47 @@ def test_a_notebook_opened_first_makes_what_it_needs(
     assert "this sandbox had no tutorial account yet" in shown
     assert "created the project 'Tiledesk tutorial'" in shown
     assert "Chat closed" in widget_value(notebook, "tiledesk-log")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["04_receive_webhooks", "05_live_conversation"])
+def test_a_notebook_runs_again_in_the_same_kernel(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_session: SandboxHandle
+) -> None:
+    """Re-running a notebook without a restart replaces its listener and its view's callback."""
+    clean_tutorial_env(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
+    notebook = execute(name, tmp_path, twice=True)
+    counts = [m["value"] for m in widget_models(notebook) if "tiledesk-count" in m["classes"]]
+    # The second run's view counts only the second run's events: the first listener was replaced.
+    assert len(counts) == 2 and counts[0] == counts[1], counts
+    assert outputs(notebook).count("listener stopped, tunnel closed.") == 1
+
+
+@pytest.mark.timeout(120)
+def test_live_mode_runs_the_notebooks_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_session: SandboxHandle
+) -> None:
+    """With TILEDESK_API_URL and an existing account, as against a real Tiledesk (here the sandbox
+    stands in for it): notebook 01 signs in instead of signing up, 05 chats in the same project."""
+    email, password = f"live-{uuid.uuid4().hex[:8]}@example.com", "Live-Passw0rd-not-shown"
+    with TiledeskClient(sandbox_session.url) as owner:
+        owner.sign_up(email, password, "Lee", "Learner")
+    home = clean_tutorial_env(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
+    monkeypatch.setenv("TILEDESK_PASSWORD", password)
+    monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
+    signup = outputs(execute("01_signup_and_project", tmp_path))
+    assert f"Live mode: your Tiledesk at {sandbox_session.url}." in signup
+    assert f"{email} has an account already: we sign in with it next." in signup
+    chat = execute("05_live_conversation", tmp_path)
+    assert "Note:" not in outputs(chat)  # the project made by 01 is used
+    assert "Chat closed" in widget_value(chat, "tiledesk-log")
+    entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]
+    assert entry["mode"] == "live" and "password" not in entry
+    assert password not in signup + outputs(chat)
 
 
 # -- the committed notebooks -------------------------------------------------------------------
