@@ -265,8 +265,9 @@ class ConversationView:
         self._text: Any = None
         self._status: Any = None
         if client is not None:
+            who = client.user.full_name if client.user and client.user.full_name else "the agent"
             self._text = w.Text(
-                placeholder="Reply as the agent…",
+                placeholder=f"Reply as {who}…",
                 layout=w.Layout(flex="1 1 auto", width="auto"),
             )
             self._text.add_class("tiledesk-reply-text")
