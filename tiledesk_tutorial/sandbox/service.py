@@ -12,7 +12,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,15 +53,18 @@ _TEAM_ROLES = ("agent", "supervisor", "admin", "owner")  # roles add_member can 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One webhook delivery waiting in the outbox: a body for one subscription's target."""
+    """One webhook delivery waiting in the outbox: a body for one subscription's target.
+
+    The secret and the body (which carries the delivery token) are left out of the ``repr``.
+    """
 
     seq: int
     subscription_id: str
     id_project: str
     event: str
     target: str
-    secret: str
-    body: str
+    secret: str = field(repr=False)
+    body: str = field(repr=False)
     attempts: int = 0
     next_attempt_at: float = 0.0
 
