@@ -35,6 +35,7 @@ log = logging.getLogger("tiledesk_tutorial.sandbox.delivery")
 
 _RESPONSE_BODY_LIMIT = 2048
 _HISTORY_LIMIT = 100_000  # delivery_log rows kept; the oldest are pruned beyond this
+GIVE_WAY_BACKLOG = 200  # deliveries ready to go beyond which they stop giving way to calls
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,9 @@ class DeliveryWorker:
 
     def _send_loop(self) -> None:
         while (delivery := self._next()) is not None:
-            if self._activity is not None:
-                # Let the calls in progress be answered first (at most a short moment).
+            if self._activity is not None and len(self._ready) < GIVE_WAY_BACKLOG:
+                # Let the calls in progress be answered first (at most a short moment). Not when
+                # deliveries pile up: under sustained load they would wait in memory forever.
                 self._activity.wait_quiet(self._give_way)
             try:
                 outcome = self._attempt(delivery)
