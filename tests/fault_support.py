@@ -40,6 +40,12 @@ API_TABLES = (
 )  # fmt: skip
 # A whole JWT: three base64url parts, the first one a JSON object ("eyJ").
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
+# A webhook secret as the sandbox makes them: a UUIDv4 and 16 hex digits.
+SANDBOX_WEBHOOK_SECRET = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}-[0-9a-f]{16}"
+)
+# A made-up ngrok authtoken for runs that must show it redacted, never in full.
+FAKE_NGROK_AUTHTOKEN = "2fakeNGROKauthtokenFORtests_0123456789abcdefXYZ"
 
 
 # -- the sandbox as a process ----------------------------------------------------------------------
@@ -339,6 +345,20 @@ def find_secrets(text: str, secrets: Mapping[str, str]) -> list[str]:
     """
     found = [name for name, value in secrets.items() if value and value in text]
     found.extend(f"a JWT: {match.group(0)[:12]}..." for match in JWT_RE.finditer(text))
+    return found
+
+
+def notebook_leaks(path: Path, secrets: Mapping[str, str]) -> list[str]:
+    """What an executed notebook file shows of ``secrets``, whole JWTs or webhook secrets.
+
+    The whole file is read: outputs of every MIME type, tracebacks, and the widget state saved
+    in its metadata (what JupyterLab shows again when the notebook is reopened).
+    """
+    text = path.read_text(encoding="utf-8")
+    found = find_secrets(text, secrets)
+    found += [
+        f"a webhook secret: {m.group(0)[:8]}..." for m in SANDBOX_WEBHOOK_SECRET.finditer(text)
+    ]
     return found
 
 

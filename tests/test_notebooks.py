@@ -21,6 +21,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from fault_support import FAKE_NGROK_AUTHTOKEN, SANDBOX_WEBHOOK_SECRET, notebook_leaks
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from tutorial_support import FULL_JWT, NOTEBOOKS, clean_tutorial_env, free_port
@@ -124,6 +125,8 @@ def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         home = clean_tutorial_env(monkeypatch, workdir / "home")
         monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
         monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
+        # Set, so the secrets scan proves it is shown redacted (the sandbox needs no tunnel).
+        monkeypatch.setenv("NGROK_AUTHTOKEN", FAKE_NGROK_AUTHTOKEN)
         executed = {name: execute(name, workdir) for name in ORDER}
         state = json.loads((home / "state.json").read_text())
         yield {"notebooks": executed, "sandbox": sandbox, "state": state, "workdir": workdir}
@@ -212,6 +215,27 @@ def test_no_notebook_shows_a_secret(tutorial_run: dict) -> None:
         shown = outputs(notebook) + json.dumps(widget_models(notebook))
         assert not FULL_JWT.search(shown), name
         assert entry["password"] not in shown, name
+
+
+def test_no_executed_notebook_file_shows_a_secret_in_full(tutorial_run: dict) -> None:
+    """The executed files as saved (every MIME type, tracebacks, widget state), scanned for the
+    password, the ngrok authtoken, any whole JWT and any webhook secret (issue 9)."""
+    sandbox: SandboxHandle = tutorial_run["sandbox"]
+    entry = tutorial_run["state"]["servers"][sandbox.url]
+    with TiledeskClient(sandbox.url) as agent:  # the scan knows what a webhook secret looks like
+        agent.sign_in(entry["email"], entry["password"])
+        probe = agent.create_subscription(
+            "http://127.0.0.1:9/probe", project_id=entry["project_id"]
+        )
+        agent.delete_subscription(probe.id, project_id=entry["project_id"])
+    assert SANDBOX_WEBHOOK_SECRET.fullmatch(probe.secret)
+    secrets = {"password": entry["password"], "ngrok authtoken": FAKE_NGROK_AUTHTOKEN}
+    files = sorted(tutorial_run["workdir"].glob("*.executed.ipynb"))
+    assert [path.name.split(".")[0] for path in files] == ORDER
+    leaks = {path.name: found for path in files if (found := notebook_leaks(path, secrets))}
+    assert leaks == {}
+    settings_shown = outputs(tutorial_run["notebooks"]["00_setup"])
+    assert re.search(rf"NGROK_AUTHTOKEN +{FAKE_NGROK_AUTHTOKEN[:4]}…\(", settings_shown)  # redacted
 
 
 def test_each_notebook_shares_one_account_and_project(tutorial_run: dict) -> None:
