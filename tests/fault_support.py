@@ -8,7 +8,8 @@
   deliveries it accepted;
 - :func:`table_rows` / :func:`stored_state`: what the sandbox's database holds, to prove that a
   rejected request changed nothing;
-- :func:`find_secrets`: where a secret (or any whole JWT) shows up in a text.
+- :func:`find_secrets` / :func:`notebook_leaks`: where a secret (or any whole JWT) shows up;
+- hypothesis strategies and raw-HTTP helpers shared by the fuzz tests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "sandbox.sqlite3"
@@ -367,6 +370,58 @@ def bare(token: str) -> str:
     return token.removeprefix("JWT ")
 
 
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON Lines file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# -- fuzzing ---------------------------------------------------------------------------------------
+# Any JSON value, NaN and infinities included (Python's json writes and reads them).
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+# Text that requests accepts as a header value (Latin-1, no control characters).
+header_text = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+    max_size=60,
+).map(str.strip)
+
+
+def strict_json(text: str) -> Any:
+    """Parse JSON as a browser does: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def raw_request(url: str, data: bytes, timeout: float = 10) -> tuple[int | None, bytes]:
+    """Send bytes as they are; return the answer's status (``None`` if the server hung up)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line = answer.split(b"\r\n", 1)[0].split()
+    if len(status_line) >= 2 and status_line[1].isdigit():
+        return int(status_line[1]), answer
+    return None, answer
+
+
+def nested(depth: int) -> str:
+    """JSON text nested ``depth`` levels deep, objects and lists in turn (built as text: encoding
+    it with json.dumps would itself hit the recursion limit)."""
+    opening = "".join("[" if level % 2 else '{"a": ' for level in range(depth))
+    closing = "".join("]" if level % 2 else "}" for level in reversed(range(depth)))
+    return opening + '"x"' + closing

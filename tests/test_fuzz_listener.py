@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import requests
+from fault_support import header_text, json_values, nested, raw_request, strict_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fuzz_sandbox import header_text, json_values, nested, raw_request, strict_json
 
 from tiledesk_tutorial.events import make_delivery, make_message_payload
 from tiledesk_tutorial.listener import WebhookListener

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,14 @@ from typing import Any
 
 import pytest
 import requests
-from fault_support import stored_state
+from fault_support import (
+    header_text,
+    json_values,
+    nested,
+    raw_request,
+    stored_state,
+    strict_json,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sandbox_support import PASSWORD, World, make_world
@@ -51,21 +57,6 @@ NUMBERS_AS_TEXT = (
     "0", "-1", "1", "40", "101", "1e3", "99999999999999999999", "1,99999999999999999999999",
     "9" * 5000, "1,,2", " 7 ", "all", "", "NaN", "0x10", "١٢",
 )  # fmt: skip
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=40)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=16,
-)
 
 
 @dataclass(repr=False)
@@ -166,15 +157,6 @@ ROUTES = (
 )  # fmt: skip
 
 
-def strict_json(text: str) -> Any:
-    """Parse JSON as a browser does: NaN and Infinity are not JSON."""
-
-    def refuse(constant: str) -> None:
-        raise ValueError(f"{constant} is not JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
 def check(target: Target, response_status: int | None, before: dict, body_text: str | None,
           content_type: str, errors_logged: list) -> None:  # fmt: skip
     """The properties every answer must have."""
@@ -209,12 +191,6 @@ def bodies(ids: dict[str, list[str]]) -> st.SearchStrategy[tuple[str, bytes | di
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()  # NaN and Infinity are written as Python writes them
-
-
-header_text = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
-    max_size=60,
-).map(str.strip)
 
 
 _SET_BY_THE_TEST = {"authorization", "content-type", "content-length", "host", "transfer-encoding"}
@@ -407,21 +383,6 @@ def test_numbers_at_the_edges_of_64_bits(
     assert errors_logged == []
 
 
-def raw_request(url: str, data: bytes, timeout: float = 10) -> tuple[int | None, bytes]:
-    """Send bytes as they are; return the answer's status (``None`` if the server hung up)."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    status_line = answer.split(b"\r\n", 1)[0].split()
-    if len(status_line) >= 2 and status_line[1].isdigit():
-        return int(status_line[1]), answer
-    return None, answer
-
-
 raw_bytes = st.binary(max_size=40)
 
 
@@ -475,14 +436,6 @@ def test_raw_http_bytes_never_get_a_5xx(
         errors_logged,
     )
     assert requests.get(target.sandbox.url + "/", timeout=5).status_code == 200
-
-
-def nested(depth: int) -> str:
-    """JSON text nested ``depth`` levels deep, objects and lists in turn (built as text: encoding
-    it with json.dumps would itself hit the recursion limit)."""
-    opening = "".join("[" if level % 2 else '{"a": ' for level in range(depth))
-    closing = "".join("]" if level % 2 else "}" for level in reversed(range(depth)))
-    return opening + '"x"' + closing
 
 
 # (kind, value, status of the visitor's message POST)
