@@ -35,7 +35,6 @@ log = logging.getLogger("tiledesk_tutorial.sandbox.delivery")
 
 _RESPONSE_BODY_LIMIT = 2048
 _HISTORY_LIMIT = 100_000  # delivery_log rows kept; the oldest are pruned beyond this
-GIVE_WAY_BACKLOG = 200  # deliveries ready to go beyond which they stop giving way to calls
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,12 @@ class _Outcome:
 
 
 class DeliveryWorker:
-    """Sends queued deliveries from a few long-lived threads over kept-alive connections."""
+    """Sends queued deliveries from a few long-lived threads over kept-alive connections.
+
+    With an ``activity`` gauge, a delivery first waits (at most ``give_way`` seconds) for the API
+    calls in progress to be answered, unless it is already ``max_lag`` seconds late: a burst of
+    calls is answered first and its webhooks follow, and a sustained load shares the CPU.
+    """
 
     def __init__(
         self,
@@ -85,12 +89,14 @@ class DeliveryWorker:
         threads: int = 4,
         activity: Activity | None = None,
         give_way: float = 0.05,
+        max_lag: float = 5.0,
     ) -> None:
         self._store = store
         self.policy = policy or RetryPolicy()
         self.origin = origin
         self._activity = activity
         self._give_way = give_way
+        self._max_lag = max_lag
         self._thread_count = threads
         self._ready: deque[Delivery] = deque()
         self._later: list[tuple[float, int, Delivery]] = []
@@ -192,9 +198,13 @@ class DeliveryWorker:
 
     def _send_loop(self) -> None:
         while (delivery := self._next()) is not None:
-            if self._activity is not None and len(self._ready) < GIVE_WAY_BACKLOG:
-                # Let the calls in progress be answered first (at most a short moment). Not when
-                # deliveries pile up: under sustained load they would wait in memory forever.
+            if (
+                self._activity is not None
+                and time.time() - delivery.next_attempt_at < self._max_lag
+            ):
+                # A burst of calls is answered first: each delivery waits for a quiet moment (at
+                # most ``give_way``), but never once it is ``max_lag`` late. Under a sustained
+                # load, deliveries then share the CPU with the calls, so they cannot pile up.
                 self._activity.wait_quiet(self._give_way)
             try:
                 outcome = self._attempt(delivery)
