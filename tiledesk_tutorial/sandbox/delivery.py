@@ -23,11 +23,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import urllib3
-
 from tiledesk_tutorial.redact import redact, redact_jwts
 from tiledesk_tutorial.sandbox.activity import Activity
 from tiledesk_tutorial.sandbox.ids import iso, new_object_id
+from tiledesk_tutorial.sandbox.sender import DeliveryError, InvalidTarget, Sender
 from tiledesk_tutorial.sandbox.service import Delivery
 from tiledesk_tutorial.sandbox.store import Store, dumps
 
@@ -107,13 +106,8 @@ class DeliveryWorker:
         self._recorder: threading.Thread | None = None
         self._stopping = False
         self._in_flight = 0
-        self._http = urllib3.PoolManager(
-            num_pools=64,
-            maxsize=threads,
-            retries=False,
-            timeout=urllib3.Timeout(
-                connect=self.policy.connect_timeout, read=self.policy.read_timeout
-            ),
+        self._sender = Sender(
+            self.policy.connect_timeout, self.policy.read_timeout, _RESPONSE_BODY_LIMIT
         )
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -149,7 +143,6 @@ class DeliveryWorker:
         self._outcomes.put(None)
         if self._recorder is not None:
             self._recorder.join(max(0.1, deadline - time.monotonic()))
-        self._http.clear()
 
     def submit(self, deliveries: list[Delivery]) -> None:
         """Queue deliveries that were just committed to the outbox."""
@@ -223,6 +216,7 @@ class DeliveryWorker:
                         )
                     )
                     self._cond.notify()
+        self._sender.close()
 
     def _attempt(self, delivery: Delivery) -> _Outcome:
         headers = {
@@ -233,21 +227,14 @@ class DeliveryWorker:
             "accept": "application/json",
         }
         try:
-            response = self._http.request(
-                "POST",
-                delivery.target,
-                body=delivery.body.encode("utf-8"),
-                headers=headers,
-                redirect=False,
-                preload_content=True,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            return self._failure(delivery, None, {}, "", _describe(exc), None)
-        except ValueError as exc:  # a target urllib3 cannot even parse
+            answer = self._sender.post(delivery.target, delivery.body.encode("utf-8"), headers)
+        except DeliveryError as exc:
+            return self._failure(delivery, None, {}, "", str(exc), None)
+        except InvalidTarget as exc:
             return self._final(delivery, None, {}, "", f"invalid target: {exc}", "rejected")
-        status = response.status
-        response_headers = dict(response.headers.items())
-        text = response.data[:_RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
+        status = answer.status
+        response_headers = answer.headers
+        text = answer.body.decode("utf-8", "replace")
         if status == 429 or status >= 500:
             retry_after = _retry_after(response_headers) if status == 429 else None
             return self._failure(delivery, status, response_headers, text, None, retry_after)
@@ -379,11 +366,6 @@ class DeliveryWorker:
                 "DELETE FROM delivery_log WHERE seq <= (SELECT MAX(seq) FROM delivery_log) - ?",
                 (_HISTORY_LIMIT,),
             )
-
-
-def _describe(exc: Exception) -> str:
-    reason = getattr(exc, "reason", None)
-    return f"{type(exc).__name__}: {reason or exc}"
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
