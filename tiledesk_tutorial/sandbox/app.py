@@ -46,6 +46,7 @@ _GLOBAL_ROUTES = Map(
     ],
     strict_slashes=False,
 )
+_GLOBAL_FIRST_SEGMENTS = frozenset({"", "auth", "projects"})
 _PROJECT_ROUTES = Map(
     [
         Rule("/<pid>/requests", endpoint="list_requests", methods=["GET"]),
@@ -113,13 +114,14 @@ class SandboxApp:
         path = request.path
         if path in self.extra_routes and request.method == "GET":
             return self.extra_routes[path](request)
-        adapter = _GLOBAL_ROUTES.bind("sandbox", path_info=path)
-        try:
-            endpoint, args = adapter.match(method=request.method)
-        except (NotFound, MethodNotAllowed):
-            pass
-        else:
-            return getattr(self, "_" + endpoint)(request, **args)
+        if path.split("/", 2)[1] in _GLOBAL_FIRST_SEGMENTS:
+            adapter = _GLOBAL_ROUTES.bind("sandbox", path_info=path)
+            try:
+                endpoint, args = adapter.match(method=request.method)
+            except (NotFound, MethodNotAllowed):
+                pass  # e.g. /auth/unknown: Tiledesk's project check answers it, as below
+            else:
+                return getattr(self, "_" + endpoint)(request, **args)
         return self._project_route(request)
 
     # -------------------------------------------------------------------------- global routes

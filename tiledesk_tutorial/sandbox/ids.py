@@ -40,9 +40,7 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """Format a time as the server does: ``2026-11-25T07:39:56.340Z``."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_iso(text: str) -> datetime:
