@@ -82,6 +82,9 @@ def measure_latency(messages: int = 1000, warmup: int = 50, polls: int = 20) -> 
             [event] = listener.wait_for(lambda e, text=text: e.text == text, timeout=10)
             if n >= warmup:
                 latencies.append((event.received_at.timestamp() - started) * 1000)
+            # wait_for scans every event kept; with hundreds kept, that scan would compete with
+            # the listener's thread for the interpreter while the next delivery arrives.
+            listener.clear()
         poll_latencies = _polling_baseline(session, sandbox.url, world, token, polls)
     finally:
         listener.stop()

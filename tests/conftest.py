@@ -32,7 +32,7 @@ def no_leftover_threads() -> Iterator[None]:
     """Fail a test that leaves one of our server or worker threads running."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    ours = ("tiledesk-sandbox", "sandbox-delivery", "tiledesk-listener")
+    ours = ("tiledesk-sandbox", "sandbox-delivery", "sandbox-store", "tiledesk-listener")
     leftover = [
         t.name
         for t in threading.enumerate()

@@ -8,12 +8,15 @@ outbox), so nothing acknowledged is lost when the process stops, even by SIGKILL
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("tiledesk_tutorial.sandbox.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,8 +84,28 @@ class Store:
         # operating-system crash or power loss could lose the last few.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=OFF")
+        # Checkpoints (copying the WAL into the database, with an fsync) happen in a background
+        # thread, on its own connection, instead of inside whichever call's COMMIT crosses the
+        # threshold: that call would otherwise wait for the disk.
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._lock:
             self._conn.executescript(SCHEMA)
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="sandbox-store-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, every: float = 1.0) -> None:
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        try:
+            while not self._stop_checkpoints.wait(every):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # busy now: the next round catches up
+                    log.debug("background checkpoint skipped: %s", exc)
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -143,6 +166,8 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection."""
+        self._stop_checkpoints.set()
+        self._checkpointer.join(5)
         with self._lock:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
