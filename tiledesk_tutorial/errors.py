@@ -365,18 +365,6 @@ def error_for_transport_failure(
             "(a corporate proxy may intercept https).",
             **kwargs,
         )
-    if "refused" in text.lower():
-        if host in _LOOPBACK_HOSTS or host.startswith("127."):
-            hint = (
-                f"nothing is listening on {where}. If you use the embedded sandbox, it is not "
-                f"running (or runs on another port): {_SANDBOX_HOW_TO_START}. If you run your own "
-                "Tiledesk there, start it."
-            )
-        else:
-            hint = f"{where} refused the connection: check the host and port of the base URL."
-        return TiledeskConnectionError(
-            f"could not connect to {where} (connection refused).", hint=hint, **kwargs
-        )
     if {"ProtocolError", "RemoteDisconnected", "ConnectionResetError"} & names:
         return TiledeskConnectionError(
             f"the connection to {where} was closed before an answer came.",
