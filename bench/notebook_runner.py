@@ -13,15 +13,6 @@ import nbformat
 from common import ROOT, start_sandbox_process
 from nbclient import NotebookClient
 
-ORDER = [
-    "00_setup",
-    "01_signup_and_project",
-    "02_anonymous_authentication",
-    "03_send_message",
-    "04_receive_webhooks",
-    "05_live_conversation",
-]
-
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -47,9 +38,9 @@ def run_all_notebooks(cell_timeout: int = 60) -> float:
     os.environ.pop("TILEDESK_API_URL", None)
     try:
         started = time.perf_counter()
-        for name in ORDER:
-            copy = workdir / f"{name}.ipynb"
-            shutil.copyfile(ROOT / "notebooks" / copy.name, copy)
+        for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):  # in their order
+            copy = workdir / source.name
+            shutil.copyfile(source, copy)
             notebook = nbformat.read(copy, as_version=4)
             NotebookClient(
                 notebook,
