@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,16 @@ SANDBOX_WEBHOOK_SECRET = re.compile(
 )
 # A made-up ngrok authtoken for runs that must show it redacted, never in full.
 FAKE_NGROK_AUTHTOKEN = "2fakeNGROKauthtokenFORtests_0123456789abcdefXYZ"
+
+# The fuzz tests' settings: a fixed number of cases, reproducible (derandomized, no example
+# database), no time limit per case (the machine is shared with the servers under test).
+FUZZ = settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 # -- the sandbox as a process ----------------------------------------------------------------------

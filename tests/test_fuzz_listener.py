@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from fault_support import header_text, json_values, nested, raw_request, strict_json
-from hypothesis import HealthCheck, given, settings
+from fault_support import FUZZ, header_text, json_values, nested, raw_request, strict_json
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiledesk_tutorial.events import make_delivery, make_message_payload
@@ -26,13 +26,6 @@ from tiledesk_tutorial.listener import WebhookListener
 
 SECRET = "5b1f0c3e-2d4a-4e8b-9c7d-6a5f4e3d2c1b"
 CASES: Counter[str] = Counter()
-FUZZ = settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 RAW_FUZZ = settings(FUZZ, max_examples=200)
 
 PAYLOAD_KEYS = (

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 from fault_support import (
+    FUZZ,
     header_text,
     json_values,
     nested,
@@ -28,20 +29,13 @@ from fault_support import (
     stored_state,
     strict_json,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sandbox_support import PASSWORD, World, make_world
 
 from tiledesk_tutorial.sandbox import RetryPolicy, SandboxHandle, start_sandbox
 
 CASES: Counter[str] = Counter()
-FUZZ = settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 RAW_FUZZ = settings(FUZZ, max_examples=300)
 AUTHORIZED_FUZZ = settings(FUZZ, max_examples=400)
 QUERY_FUZZ = settings(FUZZ, max_examples=200)
