@@ -12,6 +12,7 @@ server sends the ``request.close`` webhook again, which would confuse a learner 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -304,16 +305,18 @@ class Transport:
     ) -> ApiResponse:
         status, reason = response.status_code, _reason(response)
         text = response.text
+        failure = functools.partial(
+            error_for_response,
+            method=method,
+            url=url,
+            status=status,
+            reason=reason,
+            headers=response.headers,
+            body_text=text,
+            context=context,
+        )
         if status >= 300:
-            raise error_for_response(
-                method=method,
-                url=url,
-                status=status,
-                reason=reason,
-                headers=response.headers,
-                body_text=text,
-                context=context,
-            )
+            raise failure()
         data: Any = None
         if text.strip():
             try:
@@ -329,15 +332,7 @@ class Transport:
                     context=context,
                 ) from None
         if isinstance(data, dict) and data.get("success") is False:
-            raise error_for_response(
-                method=method,
-                url=url,
-                status=status,
-                reason=reason,
-                headers=response.headers,
-                body_text=text,
-                context=context,
-            )
+            raise failure()
         return ApiResponse(status=status, headers=response.headers, data=data, url=url)
 
     def close(self) -> None:
