@@ -9,7 +9,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from tiledesk_tutorial.sandbox import tokens
@@ -45,7 +45,6 @@ class Principal:
     email: str | None = None
     attributes: dict[str, Any] | None = None
     project_id: str | None = None  # the project of a subscription principal
-    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,6 @@ class Authenticator:
                     attributes=claims.get("attributes")
                     if isinstance(claims.get("attributes"), dict)
                     else None,
-                    claims=claims,
                 ),
             )
         raise unauthorized()

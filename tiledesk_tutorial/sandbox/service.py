@@ -85,7 +85,7 @@ class SandboxService:
         self._on_deliveries = on_deliveries
         # Read on every call and never changed in place: projects, and who subscribes to what.
         self._projects: dict[str, dict[str, Any]] = {}
-        self._hooks: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
+        self._hooks: dict[tuple[str, str], list[tuple[str, str, str, str, dict[str, Any]]]] = {}
 
     # ----------------------------------------------------------------------------------- auth
 
@@ -879,19 +879,21 @@ class SandboxService:
         """Queue one delivery per matching subscription, in the caller's transaction."""
         subscriptions = self._hooks.get((project_id, event))
         if subscriptions is None:
-            subscriptions = conn.execute(
+            rows = conn.execute(
                 "SELECT id, secret, target, doc FROM subscriptions "
                 "WHERE id_project = ? AND event = ? ORDER BY seq",
                 (project_id, event),
             ).fetchall()
+            # The hook is kept both as stored (to splice into bodies) and parsed (to sign).
+            subscriptions = [(*row, json.loads(row[3])) for row in rows]
             self._hooks[(project_id, event)] = subscriptions
         if not subscriptions:
             return
         payload_json = dumps(payload)
         timestamp = epoch_ms(at)
         now_s = at.timestamp()
-        for subscription_id, secret, target, hook_json in subscriptions:
-            token = sign_subscription_token(json.loads(hook_json), secret)
+        for subscription_id, secret, target, hook_json, hook in subscriptions:
+            token = sign_subscription_token(hook, secret)
             body = (
                 f'{{"timestamp":{timestamp},"payload":{payload_json},'
                 f'"hook":{hook_json},"token":"{token}"}}'
