@@ -31,6 +31,7 @@ __all__ = [
     "TiledeskConnectionError",
     "TiledeskError",
     "TiledeskTimeoutError",
+    "TiledeskTutorialError",
     "UnexpectedResponseError",
     "ValidationError",
     "error_for_response",
@@ -50,7 +51,58 @@ _SANDBOX_HOW_TO_START = (
 )
 
 
-class TiledeskError(Exception):
+class TiledeskTutorialError(Exception):
+    """The root of every error this package raises: what went wrong, and what to do next.
+
+    ``str(error)`` is the message and, when there is one, a ``Hint:`` line. In a notebook it shows
+    as those lines and the learner's own line, without the frames inside this package (see
+    :data:`SHORT_TRACEBACKS`). Secrets given in ``secrets`` (and anything shaped like a JWT) are
+    never shown.
+
+    Attributes:
+        hint: what to do next, or ``None`` when there is nothing useful to add.
+    """
+
+    def __init__(
+        self, summary: str, *, hint: str | None = None, secrets: Iterable[str] = ()
+    ) -> None:
+        self._secrets = tuple(s for s in secrets if s)
+        self._summary = summary
+        self.hint = hint
+        super().__init__(self.__str__())
+
+    @property
+    def summary(self) -> str:
+        """The message without the hint."""
+        return _scrub(self._summary, self._secrets)
+
+    def __str__(self) -> str:
+        text = self._summary
+        if self.hint:
+            text += f"\nHint: {self.hint}"
+        return _scrub(text, self._secrets)
+
+    @property
+    def _render_traceback_(self) -> Callable[[], list[str]]:
+        # IPython shows ``_render_traceback_()`` instead of the traceback when it exists.
+        if not SHORT_TRACEBACKS:
+            raise AttributeError("_render_traceback_")
+        return self.short_traceback
+
+    def short_traceback(self) -> list[str]:
+        """The lines a notebook shows for this error: the message, the hint, the caller's line."""
+        lines = f"{type(self).__name__}: {self}".splitlines()
+        caller = _caller_frame(self.__traceback__)
+        if caller is not None and caller.line:
+            shown = _scrub(caller.line.strip(), self._secrets)
+            lines.append(f"Raised by line {caller.lineno}: {shown}")
+        lines.append(
+            "(Full traceback: tiledesk_tutorial.errors.SHORT_TRACEBACKS = False, then run again.)"
+        )
+        return lines
+
+
+class TiledeskError(TiledeskTutorialError):
     """A call to Tiledesk failed; the base of every error this package raises for a call.
 
     Attributes:
@@ -83,14 +135,12 @@ class TiledeskError(Exception):
         self.status = status
         self.reason = reason
         self.body = body
-        self._secrets = tuple(s for s in secrets if s)
+        secrets = tuple(s for s in secrets if s)
         self.server_message = (
-            _scrub(server_message, self._secrets) if server_message is not None else None
+            _scrub(server_message, secrets) if server_message is not None else None
         )
-        self.hint = hint
         self.curl: str | None = None
-        self._summary = summary
-        super().__init__(self.__str__())
+        super().__init__(summary, hint=hint, secrets=secrets)
 
     def __str__(self) -> str:
         where = f"{self.method} {self.url}" if self.method and self.url else (self.url or "")
@@ -101,25 +151,6 @@ class TiledeskError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, message={self.server_message!r})"
-
-    @property
-    def _render_traceback_(self) -> Callable[[], list[str]]:
-        # IPython shows ``_render_traceback_()`` instead of the traceback when it exists.
-        if not SHORT_TRACEBACKS:
-            raise AttributeError("_render_traceback_")
-        return self.short_traceback
-
-    def short_traceback(self) -> list[str]:
-        """The lines a notebook shows for this error: the message, the hint, the caller's line."""
-        lines = f"{type(self).__name__}: {self}".splitlines()
-        caller = _caller_frame(self.__traceback__)
-        if caller is not None and caller.line:
-            shown = _scrub(caller.line.strip(), self._secrets)
-            lines.append(f"Raised by line {caller.lineno}: {shown}")
-        lines.append(
-            "(Full traceback: tiledesk_tutorial.errors.SHORT_TRACEBACKS = False, then run again.)"
-        )
-        return lines
 
 
 class AuthenticationError(TiledeskError):
