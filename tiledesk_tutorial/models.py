@@ -14,17 +14,26 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import jwt
 
 from tiledesk_tutorial.redact import redact
-from tiledesk_tutorial.roles import SenderRole, sender_role
+from tiledesk_tutorial.wire import (
+    REQUEST_STATUS,
+    STATUS_CLOSED,
+    SenderRole,
+    parse_time,
+    request_status_name,
+    sender_role,
+    trim_name,
+)
 
 __all__ = [
     "REQUEST_STATUS",
     "AuthResult",
     "DeliveryLog",
+    "Event",
     "Message",
     "Project",
     "ProjectMembership",
@@ -35,42 +44,6 @@ __all__ = [
     "parse_time",
     "request_status_name",
 ]
-
-#: Request (conversation) statuses of Tiledesk 2.x (contract §4.5).
-REQUEST_STATUS: dict[int, str] = {
-    50: "TEMP",
-    100: "UNASSIGNED",
-    150: "ABANDONED",
-    200: "ASSIGNED",
-    300: "SERVED",
-    1000: "CLOSED",
-}
-
-
-def request_status_name(status: int | None) -> str | None:
-    """The name of a request status (``200`` → ``"ASSIGNED"``), or ``None`` if unknown."""
-    return REQUEST_STATUS.get(status) if isinstance(status, int) else None
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Parse a Tiledesk time (ISO 8601 such as ``2026-11-25T07:39:56.340Z``, or epoch ms).
-
-    Returns an aware UTC ``datetime``, or ``None`` when the value is missing or not a time.
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        try:
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
 
 
 class _Model:
@@ -99,11 +72,6 @@ def _str(value: Any) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
-
-
-def _name(value: Any) -> str | None:
-    text = _str(value)
-    return text.strip() if text is not None else None
 
 
 def _int(value: Any) -> int | None:
@@ -143,8 +111,8 @@ class User(_Model):
     def from_json(cls, data: Mapping[str, Any] | None) -> User:
         """Build from a ``user`` object of sign-up/sign-in answers."""
         d = _dict(data)
-        first, last = _name(d.get("firstname")), _name(d.get("lastname"))
-        full = _name(d.get("fullName")) or " ".join(p for p in (first, last) if p) or None
+        first, last = trim_name(d.get("firstname")), trim_name(d.get("lastname"))
+        full = trim_name(d.get("fullName")) or " ".join(p for p in (first, last) if p) or None
         return cls(
             id=_id(d),
             email=_str(d.get("email")),
@@ -284,11 +252,11 @@ class Request(_Model):
             status_name=request_status_name(status),
             first_text=_str(d.get("first_text")),
             lead_id=_str(lead.get("lead_id")),
-            lead_name=_name(lead.get("fullname")),
+            lead_name=trim_name(lead.get("fullname")),
             participants=[str(p) for p in participants] if isinstance(participants, list) else [],
             ticket_id=_int(d.get("ticket_id")),
             project_id=_ref_id(d.get("id_project")),
-            department=_name(_dict(d.get("department")).get("name")),
+            department=trim_name(_dict(d.get("department")).get("name")),
             created_at=parse_time(d.get("createdAt")),
             updated_at=parse_time(d.get("updatedAt")),
             closed_at=parse_time(d.get("closed_at")),
@@ -299,7 +267,7 @@ class Request(_Model):
     @property
     def is_closed(self) -> bool:
         """True once the conversation is closed (status 1000)."""
-        return self.status == 1000
+        return self.status == STATUS_CLOSED
 
 
 @dataclass(frozen=True, repr=False)
@@ -336,7 +304,7 @@ class Message(_Model):
             id=_id(d),
             text=_str(d.get("text")),
             sender=_str(d.get("sender")),
-            sender_fullname=_name(d.get("senderFullname")),
+            sender_fullname=trim_name(d.get("senderFullname")),
             role=sender_role(d),
             request_id=_str(d.get("recipient")),
             type=_str(d.get("type")),
@@ -480,3 +448,191 @@ def _maybe_json(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+EventSourceKind = Literal["webhook", "realtime"]
+#: The event names: a webhook's ``hook.event``; the realtime feed names its frames the same way.
+MESSAGE_CREATE = "message.create"
+REQUEST_CREATE = "request.create"
+REQUEST_UPDATE = "request.update"
+REQUEST_CLOSE = "request.close"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Event:
+    """One thing that happened in a project, received live: a new message, or a conversation that
+    was created, changed or closed.
+
+    The same class whichever way it came, by webhook (the listener: Tiledesk posts to you) or by
+    the Realtime API (the feed: you subscribe), so that a view or a callback works with either.
+
+    Attributes:
+        event: ``"message.create"``, ``"request.create"``, ``"request.update"`` or
+            ``"request.close"`` (a webhook's ``hook.event``; the feed names frames the same way).
+        payload: the message or request object exactly as the server sent it.
+        source: ``"webhook"`` or ``"realtime"``.
+        received_at: when this process received it (UTC).
+        raw: everything that came: the delivery's whole body, or the whole realtime frame.
+        headers: the delivery headers worth keeping (never the secret); ``{}`` for realtime.
+        hook: the delivering subscription (``hook`` of a webhook body); ``{}`` for realtime.
+        timestamp: the webhook's send time (epoch ms), or ``None``.
+        topic: the realtime topic the frame came on, or ``None``.
+    """
+
+    event: str
+    payload: dict[str, Any]
+    source: EventSourceKind = "webhook"
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    raw: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    hook: dict[str, Any] = field(default_factory=dict)
+    timestamp: int | None = None
+    topic: str | None = None
+
+    @property
+    def is_message(self) -> bool:
+        """True for ``message.create`` events (including the channel-specific variants)."""
+        return self.event == MESSAGE_CREATE or self.event.startswith(MESSAGE_CREATE + ".")
+
+    @property
+    def message(self) -> Message | None:
+        """The message, for message events (``None`` for request events)."""
+        return Message.from_json(self.payload) if self.is_message else None
+
+    @property
+    def request(self) -> Request | None:
+        """The conversation: the payload for request events, the embedded ``request`` for
+        messages (``None`` when the message carries none)."""
+        if not self.is_message:
+            return Request.from_json(self.payload)
+        embedded = self.payload.get("request")
+        return Request.from_json(embedded) if isinstance(embedded, dict) else None
+
+    @property
+    def text(self) -> str | None:
+        """The message text (``None`` for request events, or a message without ``text``)."""
+        value = self.payload.get("text") if self.is_message else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def sender(self) -> str | None:
+        """The sender's id: a visitor's UUID, an agent's ObjectId, ``bot_...`` or ``system``."""
+        value = self.payload.get("sender") if self.is_message else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def sender_fullname(self) -> str | None:
+        """The sender's display name, trimmed (Tiledesk stores ``"John "`` for a visitor with no
+        last name; ``payload`` keeps it as sent)."""
+        return trim_name(self.payload.get("senderFullname")) if self.is_message else None
+
+    @property
+    def role(self) -> SenderRole | None:
+        """Who sent a message: ``visitor``, ``agent``, ``bot`` or ``system`` (else ``None``)."""
+        return sender_role(self.payload) if self.is_message else None
+
+    @property
+    def request_id(self) -> str | None:
+        """The conversation id: ``recipient`` for messages, ``request_id`` for request events."""
+        for key in ("recipient", "request_id") if self.is_message else ("request_id",):
+            value = self.payload.get(key)
+            if isinstance(value, str):
+                return value
+        request = self.payload.get("request")
+        if isinstance(request, dict) and isinstance(request.get("request_id"), str):
+            return request["request_id"]
+        return None
+
+    @property
+    def message_id(self) -> str | None:
+        """The payload's ``_id`` (the message id for messages, the request's for request events)."""
+        value = self.payload.get("_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def project_id(self) -> str | None:
+        """The project the event belongs to (``payload.id_project``, else ``hook.id_project``)."""
+        value = _ref_id(self.payload.get("id_project")) or self.hook.get("id_project")
+        return value if isinstance(value, str) else None
+
+    @property
+    def lead_name(self) -> str | None:
+        """The visitor's name (the request's lead), trimmed, when the event carries it."""
+        request = self.payload.get("request") if self.is_message else self.payload
+        lead = request.get("lead") if isinstance(request, dict) else None
+        return trim_name(lead.get("fullname")) if isinstance(lead, dict) else None
+
+    @property
+    def status(self) -> int | None:
+        """The request's status for request events (``1000`` once closed), else ``None``."""
+        return None if self.is_message else _int(self.payload.get("status"))
+
+    @property
+    def subscription_id(self) -> str | None:
+        """The id of the subscription that delivered this event (``hook._id``), for webhooks."""
+        value = self.hook.get("_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def created_at(self) -> datetime | None:
+        """``payload.createdAt`` as an aware datetime, or ``None`` if absent or unreadable."""
+        return parse_time(self.payload.get("createdAt"))
+
+    @property
+    def updated_at(self) -> datetime | None:
+        """``payload.updatedAt`` as an aware datetime, or ``None``."""
+        return parse_time(self.payload.get("updatedAt"))
+
+    @property
+    def sent_at(self) -> datetime | None:
+        """The webhook's ``timestamp`` as an aware UTC datetime, or ``None``."""
+        return parse_time(self.timestamp) if self.timestamp is not None else None
+
+    @property
+    def dedupe_key(self) -> tuple[Any, ...] | None:
+        """What makes two arrivals the same event, so that a repeat is kept once.
+
+        A message is created once, so every ``message.create`` for one message ``_id`` is a repeat
+        (a retried delivery, the same message through two subscriptions, or again in the snapshot
+        a realtime feed gets when it re-subscribes): the key is ``(event, _id)``, whatever the
+        source. Request events are different: one request legitimately changes several times and
+        may be closed twice with the request unchanged, all with the same ``_id``. A retried
+        delivery repeats the whole body, ``timestamp`` included; so the key for other events is
+        ``(event, _id, timestamp, updatedAt)``. Without an ``_id`` there is no key and every arrival
+        is kept.
+        """
+        payload_id = self.payload.get("_id")
+        if not isinstance(payload_id, str | int) or isinstance(payload_id, bool):
+            return None
+        if self.is_message:
+            return (MESSAGE_CREATE, payload_id)
+        return (self.event, payload_id, self.timestamp, _hashable(self.payload.get("updatedAt")))
+
+    def summary(self) -> str:
+        """One line for a log or a notebook: event, role, sender and text."""
+        if self.is_message:
+            who = self.sender_fullname or self.sender or "?"
+            text = self.text if self.text is not None else "<no text>"
+            return f"{self.event} [{self.role}] {who}: {text}"
+        return f"{self.event} {self.request_id or self.message_id or ''}".rstrip()
+
+    def __repr__(self) -> str:
+        received = self.received_at.strftime("%H:%M:%S.%f")[:-3]
+        if self.is_message:
+            text = self.text if self.text is None or len(self.text) <= 60 else self.text[:59] + "…"
+            who = self.sender_fullname or self.sender or "?"
+            return (
+                f"<Event {self.event} {self.role} {who!r}: {text!r} request={self.request_id} "
+                f"via {self.source} received={received}>"
+            )
+        return (
+            f"<Event {self.event} {self.request_id or self.message_id} via {self.source} "
+            f"received={received}>"
+        )
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` if it can be part of a dict key, else its JSON text (a list, an object)."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
