@@ -6,8 +6,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from pyngrok import conf, ngrok, process
+from support.ngrok_standin import install_standin
+from support.tunnel import Standin, process_alive
 
 from tiledesk_tutorial.sandbox import RetryPolicy, SandboxHandle, start_sandbox
+from tiledesk_tutorial.tunnel import close_tunnel, current_tunnel_url
 
 # Fast retries, so that tests of retried deliveries take a second, not minutes.
 FAST_RETRIES = RetryPolicy(retries=3, backoff=0.05, max_backoff=0.2)
@@ -39,3 +43,24 @@ def no_leftover_threads() -> Iterator[None]:
         if t.ident not in before and t.is_alive() and t.name.startswith(ours)
     ]
     assert not leftover, f"threads left running: {leftover}"
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    """An ngrok stand-in, an empty environment (no token, no .env) and full cleanup."""
+    for var in ("NGROK_AUTHTOKEN", "TILEDESK_WEBHOOK_URL", "PYNGROK_NGROK_PATH", "NGROK_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env above a tmp directory
+    record = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("NGROK_STANDIN_RECORD", str(record))
+    fake = Standin(install_standin(tmp_path / "bin"), tmp_path / "ngrok.yml", record)
+    yield fake
+    close_tunnel()
+    ngrok.kill(conf.PyngrokConfig(ngrok_path=str(fake.path)))
+    assert current_tunnel_url() is None
+    assert not process.is_process_running(str(fake.path))
+    assert [run["pid"] for run in fake.runs() if process_alive(run["pid"])] == []
+    monitors = [t for t in threading.enumerate() if "_monitor_process" in t.name]
+    for monitor in monitors:  # pyngrok's log readers end once their agent has exited
+        monitor.join(timeout=10)
+    assert [t for t in monitors if t.is_alive()] == []

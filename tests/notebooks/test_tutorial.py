@@ -1,0 +1,377 @@
+"""The notebooks' first cell: finding the sandbox, live mode, and the state shared by notebooks."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import types
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.tutorial import clean_tutorial_env, free_port
+
+from tiledesk_tutorial import tutorial
+from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
+from tiledesk_tutorial.tutorial import (
+    Account,
+    Tutorial,
+    TutorialError,
+    TutorialState,
+    probe_sandbox,
+    start,
+)
+
+PASSWORD = "Real-Passw0rd-never-stored"
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean environment with the tutorial's home in a temporary folder."""
+    return clean_tutorial_env(monkeypatch, tmp_path / "home")
+
+
+@pytest.fixture
+def kernel_sandbox() -> Iterator[None]:
+    """Make sure a sandbox that a test made `start()` run in-process is stopped afterwards."""
+    yield
+    tutorial.stop_kernel_sandbox()
+
+
+def _state(home: Path) -> dict:
+    return json.loads((home / "state.json").read_text())
+
+
+def _email() -> str:
+    """A new email for each test: the tests share one sandbox."""
+    return f"grace-{uuid.uuid4().hex[:8]}@example.com"
+
+
+def _sign_up(url: str, email: str, password: str = PASSWORD) -> None:
+    with TiledeskClient(url) as client:
+        client.sign_up(email, password, "Grace", "Hopper")
+
+
+# -- finding the sandbox ------------------------------------------------------------------------
+def test_sandbox_url_from_the_environment_is_used(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url + "/")
+    tt = start()
+    assert (tt.mode, tt.api_url, tt.sandbox) == ("sandbox", sandbox_session.url, None)
+    assert (
+        f"Sandbox mode: the embedded Tiledesk at {sandbox_session.url}" in capsys.readouterr().out
+    )
+    assert tt.state.path == home / "state.json"
+
+
+def test_a_silent_sandbox_url_falls_back_to_the_shared_port(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", f"http://127.0.0.1:{free_port()}")
+    tt = start(sandbox_port=sandbox_session.port)
+    out = capsys.readouterr().out
+    assert "does not answer" in out
+    assert tt.api_url == f"http://127.0.0.1:{sandbox_session.port}"
+    assert "shared by the notebooks" in tt.where
+    assert tt.sandbox is None
+
+
+def test_no_sandbox_anywhere_starts_one_in_the_kernel_and_reuses_it(
+    home: Path, kernel_sandbox: None
+) -> None:
+    port = free_port()
+    first = start(sandbox_port=port, quiet=True)
+    assert first.sandbox is not None and first.api_url == f"http://127.0.0.1:{port}"
+    assert first.sandbox.data_dir == home / "sandbox"  # kept: accounts outlive the kernel
+    again = start(sandbox_port=port, quiet=True)
+    assert again.sandbox is first.sandbox
+    assert probe_sandbox(again.api_url)
+
+
+def test_a_port_held_by_another_program_gives_a_private_sandbox(
+    home: Path, kernel_sandbox: None, capsys
+) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        tt = start(sandbox_port=port)
+    out = capsys.readouterr().out
+    assert f"port {port} is used by another program" in out
+    assert tt.sandbox is not None and tt.sandbox.port != port
+    assert tt.where == "private to this kernel"
+
+
+def test_a_real_tiledesk_greeting_is_not_taken_for_the_sandbox(
+    sandbox_session: SandboxHandle,
+) -> None:
+    assert probe_sandbox(sandbox_session.url)
+    assert not probe_sandbox(f"http://127.0.0.1:{free_port()}")
+    # Explicit URLs accept any Tiledesk; the shared port needs the sandbox's own mark.
+    assert probe_sandbox(sandbox_session.url, require_mark=False)
+
+
+# -- the state across notebooks ----------------------------------------------------------------
+def test_agent_signs_up_and_creates_the_project_once_then_reuses_them(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    first = start(quiet=False)
+    agent = first.agent()
+    out = capsys.readouterr().out
+    assert "was signed up now" in out and "created the project" in out
+    entry = _state(home)["servers"][sandbox_session.url]
+    assert entry["mode"] == "sandbox"
+    assert entry["email"] == first.account.email and entry["password"] == first.account.password
+    assert entry["project_id"] == agent.project_id == first.project_id
+    assert first.agent() is agent
+
+    # The next notebook (a new kernel): same account, same project, nothing announced.
+    second = start(quiet=False)
+    capsys.readouterr()
+    assert second.project_id == agent.project_id
+    assert second.account == first.account
+    assert "Note:" not in capsys.readouterr().out
+    visitor = second.visitor("Jane")
+    assert visitor.is_visitor and visitor.project_id == agent.project_id
+    first.close()
+    second.close()
+
+
+def test_state_from_another_sandbox_is_repaired(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    TutorialState(home / "state.json").update(
+        sandbox_session.url,
+        live=False,
+        email="gone@example.com",
+        password="old-throwaway",
+        project_id="5f0000000000000000000000",
+    )
+    tt = start()
+    agent = tt.agent()
+    out = capsys.readouterr().out
+    assert "gone@example.com was signed up now" in out
+    assert "because the one remembered is gone" in out
+    assert agent.project_id != "5f0000000000000000000000"
+    assert _state(home)["servers"][sandbox_session.url]["project_id"] == agent.project_id
+    tt.close()
+
+
+def test_remember_makes_a_project_the_one_of_the_next_notebooks(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    tt = start(quiet=True)
+    agent = tt.agent()
+    other = agent.create_project("Second project")
+    tt.remember(other)
+    assert agent.project_id == other.id
+    assert start(quiet=True).project_id == other.id
+    tt.close()
+
+
+def test_state_file_problems() -> None:
+    state = TutorialState(None)
+    with pytest.raises(ValueError, match="never stored"):
+        state.update("https://api.example.com", live=True, password="x")
+    state.update("https://api.example.com/", live=True, email="a@example.com")
+    assert state.get("https://api.example.com")["email"] == "a@example.com"
+
+
+def test_an_unreadable_state_file_is_ignored(home: Path, caplog) -> None:
+    (home / "state.json").write_text("{not json")
+    state = TutorialState(home / "state.json")
+    assert state.get("http://x") == {}
+    assert "ignoring the unreadable tutorial state" in caplog.text
+    state.update("http://x", live=False, email="e@example.com")
+    assert _state(home)["servers"]["http://x"]["email"] == "e@example.com"
+
+
+# -- live mode ---------------------------------------------------------------------------------
+def test_live_mode_signs_in_creates_a_project_and_never_stores_the_password(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
+    monkeypatch.setenv("TILEDESK_PASSWORD", PASSWORD)
+    tt = start()
+    assert tt.is_live and tt.api_url == sandbox_session.url
+    pid = tt.project_id
+    assert "Live mode" in capsys.readouterr().out
+    text = (home / "state.json").read_text()
+    assert PASSWORD not in text and "password" not in text
+    assert _state(home)["servers"][sandbox_session.url] | {"updated_at": ""} == {
+        "mode": "live",
+        "email": email,
+        "project_id": pid,
+        "project_name": "Tiledesk tutorial",
+        "updated_at": "",
+    }
+    assert repr(tt.account) == (f"Account(email='{email}', password=<hidden>, your account)")
+    assert start(quiet=True).project_id == pid  # remembered, not created again
+    tt.close()
+
+
+def test_live_mode_with_a_project_id_uses_it(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    with TiledeskClient(sandbox_session.url) as owner:
+        owner.sign_in(email, PASSWORD)
+        project = owner.create_project("Existing")
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
+    monkeypatch.setenv("TILEDESK_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TILEDESK_PROJECT_ID", project.id)
+    tt = start(quiet=True)
+    assert tt.project_id == project.id
+    assert not (home / "state.json").exists()
+    tt.close()
+
+
+def test_live_mode_wrong_password_says_what_to_check(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)
+    monkeypatch.setenv("TILEDESK_EMAIL", email)
+    monkeypatch.setenv("TILEDESK_PASSWORD", "wrong-password")
+    tt = start(quiet=True)
+    with pytest.raises(TutorialError, match=re.escape(f"refused to sign in {email}")) as info:
+        tt.agent()
+    assert "wrong-password" not in str(info.value)
+    assert info.value._render_traceback_() == [f"TutorialError: {info.value}"]
+    tt.close()
+
+
+def test_live_mode_asks_for_missing_credentials_once(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = _email()
+    _sign_up(sandbox_session.url, email)
+    monkeypatch.setattr(tutorial, "_asked", {})
+    asked: list[tuple[str, bool]] = []
+
+    def ask(prompt: str, secret: bool) -> str:
+        asked.append((prompt, secret))
+        return PASSWORD if secret else email
+
+    settings = tutorial.load_settings(None, environ={"TILEDESK_API_URL": sandbox_session.url})
+    make = lambda: Tutorial(  # noqa: E731
+        mode="live",
+        api_url=sandbox_session.url,
+        settings=settings,
+        home=home,
+        state=TutorialState(home / "state.json"),
+        ask=ask,
+        say=lambda _: None,
+    )
+    tt = make()
+    assert tt.agent().user is not None
+    assert [secret for _, secret in asked] == [False, True]
+    assert make().account == tt.account  # the same kernel does not ask again
+    assert len(asked) == 2
+    assert PASSWORD not in (home / "state.json").read_text()
+    tt.close()
+
+
+def test_live_mode_that_cannot_ask_explains_the_variables(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tutorial, "_asked", {})
+    monkeypatch.setenv("TILEDESK_API_URL", "https://api.example.com/v3")
+    monkeypatch.setattr("builtins.input", _no_stdin)
+    tt = start(quiet=True)
+    with pytest.raises(TutorialError, match="TILEDESK_EMAIL and TILEDESK_PASSWORD"):
+        _ = tt.account
+
+
+def _no_stdin(prompt: str = "") -> str:
+    raise OSError("reading from stdin while output is captured")
+
+
+def test_a_malformed_setting_is_one_clear_error(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TILEDESK_API_URL", "api.tiledesk.com")
+    with pytest.raises(TutorialError, match=r"Did you mean https://api\.tiledesk\.com"):
+        start(quiet=True)
+
+
+def test_colab_secrets_are_copied_into_the_environment(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    class SecretNotFoundError(Exception):
+        pass
+
+    secrets = {"TILEDESK_EMAIL": "colab@example.com", "TILEDESK_PASSWORD": PASSWORD}
+
+    def get(name: str) -> str:
+        if name not in secrets:
+            raise SecretNotFoundError(name)
+        return secrets[name]
+
+    colab = types.ModuleType("google.colab")
+    colab.userdata = types.SimpleNamespace(get=get)  # type: ignore[attr-defined]
+    google = types.ModuleType("google")
+    google.colab = colab  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setenv("TILEDESK_EMAIL", "env-wins@example.com")
+    assert tutorial.import_colab_secrets() == ["TILEDESK_PASSWORD"]
+    assert tutorial.os.environ["TILEDESK_PASSWORD"] == PASSWORD
+    assert tutorial.os.environ["TILEDESK_EMAIL"] == "env-wins@example.com"
+
+
+def test_account_repr_hides_the_password() -> None:
+    account = Account("a@example.com", "s3cret-value", local=True)
+    assert "s3cret" not in repr(account) and "throw-away" in repr(account)
+
+
+def test_describe_shows_no_secret(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    tt = start(quiet=True)
+    tt.agent()
+    text = tt.describe()
+    assert tt.account.password not in text
+    assert f"PROJECT_ID: {tt.project_id}" in text and "Mode:       sandbox" in text
+    tt.close()
+
+
+def test_a_second_sandbox_on_the_shared_port_is_found(home: Path) -> None:
+    with start_sandbox(port=0) as running:
+        tt = start(sandbox_port=running.port, quiet=True)
+        assert tt.api_url == running.url and tt.sandbox is None
+
+
+def test_delivery_history_waits_for_the_deliveries_to_be_recorded(
+    sandbox_session: SandboxHandle,
+) -> None:
+    with TiledeskClient(sandbox_session.url) as agent, WebhookListener() as listener:
+        email = _email()
+        agent.sign_up(email, PASSWORD, "Ada", "Lovelace")
+        agent.sign_in(email, PASSWORD)
+        agent.project_id = agent.create_project("History").id
+        listener.add_secret(agent.create_subscription(listener.url).secret)
+        visitor = agent.as_visitor(firstname="John")
+        rid = new_request_id(agent.project_id)
+        visitor.send_message(rid, "one")
+        agent.send_message(rid, "two")
+        history = tutorial.delivery_history(agent, at_least=2)
+        assert [(h.event, h.status_code) for h in history] == [("message.create", 200)] * 2
+        # More than will ever come: it gives up after the timeout with what there is.
+        assert len(tutorial.delivery_history(agent, at_least=99, timeout=0.3)) == 2

@@ -1,0 +1,1 @@
+"""Helpers the tests share: servers, stand-ins and builders, one module per need."""
