@@ -21,6 +21,10 @@ sandbox_pid=""
 lab_pid=""
 stopping=""
 
+say() {  # the terminal may be gone (its window closed): stopping must go on regardless
+  echo "$@" 2>/dev/null || true
+}
+
 stop_process() {  # stop_process <pid> <name>: SIGTERM, then SIGKILL after 15 s
   local pid=$1 name=$2
   if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
@@ -30,7 +34,7 @@ stop_process() {  # stop_process <pid> <name>: SIGTERM, then SIGKILL after 15 s
     sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "  $name did not stop within 15 s: killing it." >&2
+    say "  $name did not stop within 15 s: killing it." >&2
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
@@ -39,17 +43,17 @@ stop_process() {  # stop_process <pid> <name>: SIGTERM, then SIGKILL after 15 s
 cleanup() {
   [ -n "$stopping" ] && return
   stopping=1
-  trap '' INT TERM  # a second Ctrl-C while stopping changes nothing: stopping is already under way
+  trap '' INT TERM HUP  # a second Ctrl-C while stopping changes nothing: stopping is already under way
   if [ -n "$lab_pid" ] && kill -0 "$lab_pid" 2>/dev/null; then
-    echo
-    echo "Stopping JupyterLab (and its kernels)..."
+    say
+    say "Stopping JupyterLab (and its kernels)..."
     stop_process "$lab_pid" JupyterLab
   fi
   if [ -n "$sandbox_pid" ] && kill -0 "$sandbox_pid" 2>/dev/null; then
-    echo "Stopping the sandbox (its data stays in ${TILEDESK_SANDBOX_DATA:-$ROOT/.sandbox})..."
+    say "Stopping the sandbox (its data stays in ${TILEDESK_SANDBOX_DATA:-$ROOT/.sandbox})..."
     stop_process "$sandbox_pid" "The sandbox"
   fi
-  [ -n "$lab_pid$sandbox_pid" ] && echo "Stopped."
+  [ -n "$lab_pid$sandbox_pid" ] && say "Stopped."
   return 0
 }
 on_signal() {
@@ -57,7 +61,7 @@ on_signal() {
   exit 0
 }
 trap cleanup EXIT
-trap on_signal INT TERM
+trap on_signal INT TERM HUP
 
 answers_as_sandbox() {
   "$BIN/python" - "$1" <<'PY' 2>/dev/null

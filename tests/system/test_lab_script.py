@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -111,9 +112,12 @@ def _stop_terminal(pid: int, fd: int) -> None:
     os.close(fd)
 
 
-@pytest.mark.timeout(180)
-def test_one_ctrl_c_in_make_lab_stops_jupyterlab_and_the_sandbox(tmp_path: Path) -> None:
-    """``make lab`` in a terminal, as a learner runs it; one Ctrl-C; nothing is left running."""
+def _make_lab_in_a_terminal(tmp_path: Path) -> tuple[int, int, bytearray, int, str]:
+    """Type ``make lab`` into an interactive shell in a pseudo-terminal; wait until it is ready.
+
+    Returns the terminal's process id and file descriptor, what it showed, JupyterLab's port and
+    the sandbox's URL.
+    """
     lab_port = free_port()
     venv = Path(sys.prefix)
     env = {
@@ -130,16 +134,49 @@ def test_one_ctrl_c_in_make_lab_stops_jupyterlab_and_the_sandbox(tmp_path: Path)
     # -o: the virtualenv counts as installed (no reinstall from inside a test); VENV: this one.
     argv = ["make", "-s", "-o", f"{venv}/.installed", "lab", f"VENV={venv}", "PORT=0"]
     argv.append(f"LAB_PORT={lab_port}")
+    env["PS1"] = "$ "
     pid, fd = pty.fork()
-    if pid == 0:  # the child: the terminal's foreground process, as in a learner's shell
+    if pid == 0:  # the child: a learner's interactive shell, the terminal's session leader
         os.chdir(ROOT)
-        os.execvpe("make", argv, env)  # noqa: S606 (a fixed command, as a learner types it)
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)  # noqa: S606
+    # Typed at the prompt, as a learner does; the shell exits when make does.
+    os.write(fd, (shlex.join(argv) + "; exit\n").encode())
     seen = bytearray()
+    ready = b"the link with its token is in JupyterLab's log above)\r\n  Press Ctrl-C once"
+    if not _read_until(fd, ready, 120, seen):
+        _stop_terminal(pid, fd)
+        raise AssertionError(seen.decode(errors="replace"))
+    text = seen.decode(errors="replace")
+    sandbox_url = re.search(r"Tiledesk sandbox:\s+(http://\S+)", text).group(1)
+    return pid, fd, seen, lab_port, sandbox_url
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _assert_nothing_left(lab_port: int, sandbox_url: str, tmp_path: Path) -> None:
+    """Within 20 s, neither JupyterLab nor the sandbox answers, and no JupyterLab process is left;
+    whatever is left is killed, so that a failed test leaves nothing running."""
+    ports = (lab_port, int(sandbox_url.rsplit(":", 1)[1]))
+    deadline = time.monotonic() + 20
+    while any(_answers(port) for port in ports) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    answering = [port for port in ports if _answers(port)]
+    pattern = f"--port {lab_port}|{tmp_path / 'sandbox-data'}"
+    leftovers = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    subprocess.run(["pkill", "-KILL", "-f", pattern], capture_output=True)
+    assert answering == [], f"still answering on {answering}"
+    assert leftovers.split() == [], f"still running: {leftovers.split()}"
+
+
+@pytest.mark.timeout(180)
+def test_one_ctrl_c_in_make_lab_stops_jupyterlab_and_the_sandbox(tmp_path: Path) -> None:
+    """``make lab`` in a terminal, as a learner runs it; one Ctrl-C; nothing is left running."""
+    pid, fd, seen, lab_port, sandbox_url = _make_lab_in_a_terminal(tmp_path)
     try:
-        ready = b"the link with its token is in JupyterLab's log above)\r\n  Press Ctrl-C once"
-        assert _read_until(fd, ready, 120, seen), seen.decode(errors="replace")
         text = seen.decode(errors="replace")
-        sandbox_url = re.search(r"Tiledesk sandbox:\s+(http://\S+)", text).group(1)
         assert requests.get(sandbox_url + "/", timeout=5).status_code == 200
         # The addresses come again after JupyterLab's own log, with how to stop.
         last = text.rsplit("Jupyter Server", 1)[-1]
@@ -148,17 +185,37 @@ def test_one_ctrl_c_in_make_lab_stops_jupyterlab_and_the_sandbox(tmp_path: Path)
 
         os.write(fd, b"\x03")  # one Ctrl-C: the terminal sends SIGINT to its foreground group
         assert _read_until(fd, b"Stopped.", 60, seen), seen.decode(errors="replace")
-        _read_until(fd, b"\0", 10, seen)  # until every process holding the terminal has exited
+        # A job stopped by Ctrl-C ends the command line: the learner is back at the prompt.
+        os.write(fd, b"exit\n")
+        _read_until(fd, b"\0", 20, seen)  # until every process holding the terminal has exited
         text = seen.decode(errors="replace")
         assert "Shut down this Jupyter server" not in text
         assert "Stopping JupyterLab" in text
         assert "Stopping the sandbox" in text
     finally:
         _stop_terminal(pid, fd)
-    for port in (lab_port, int(sandbox_url.rsplit(":", 1)[1])):
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
-    leftovers = subprocess.run(
-        ["pgrep", "-f", f"--port {lab_port}"], capture_output=True, text=True
-    ).stdout.split()
-    assert leftovers == [], f"JupyterLab still runs: {leftovers}"
+        _assert_nothing_left(lab_port, sandbox_url, tmp_path)
+
+
+@pytest.mark.timeout(180)
+def test_closing_the_terminal_of_make_lab_stops_both(tmp_path: Path) -> None:
+    """A learner closes the terminal window instead of pressing Ctrl-C: nothing is left running."""
+    pid, fd, _seen, lab_port, sandbox_url = _make_lab_in_a_terminal(tmp_path)
+    os.close(fd)  # the window closes: the terminal hangs up
+    try:
+        _wait_for_the_shell(pid)
+    finally:
+        _assert_nothing_left(lab_port, sandbox_url, tmp_path)
+
+
+def _wait_for_the_shell(pid: int) -> None:
+    for _ in range(300):
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            break
+        time.sleep(0.1)
+    else:
+        ps = ["ps", "-o", "pid,pgid,stat,wchan:24,cmd", "-s", str(pid)]
+        processes = subprocess.run(ps, capture_output=True, text=True).stdout
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"make lab still runs 30 s after its terminal closed:\n{processes}")
