@@ -393,36 +393,36 @@ def measure_throughput(senders: int = 8, seconds: float = 10.0, grace: float = 3
 
 
 def _learner_sender(url: str, learners: list, seconds: float, every: float, start_at: float, out):
-    """Several learners in one process, each sending a message every ``every`` seconds."""
-    connections = {}
+    """Several learners in one process, each sending a message every ``every`` seconds, at its
+    own moment in the period (a room does not type in step)."""
+    connections: dict[int, Bare] = {}
     sent: list[tuple[str, float, int]] = []
     errors = 0
-    while time.time() < start_at:
-        time.sleep(0.001)
-    end = start_at + seconds
-    n = 0
-    while time.time() < end:
-        round_started = time.time()
-        for index, (learner, project_id, rid, token) in enumerate(learners):
-            connection = connections.get(index) or Bare(url)
-            connections[index] = connection
-            n += 1
-            started = time.time()
-            try:
-                status, body = connection.post(
-                    f"/{project_id}/requests/{rid}/messages",
-                    {"text": f"room {n}"},
-                    {"Authorization": token},
-                )
-            except (OSError, http.client.HTTPException):
-                errors += 1
-                connections.pop(index).close()
-                continue
-            if status == 200:
-                sent.append((json.loads(body)["_id"], started, learner))
-            else:
-                errors += 1
-        time.sleep(max(0.0, every - (time.time() - round_started)))
+    rounds = int(seconds / every)
+    schedule = sorted(
+        (start_at + r * every + offset, learner, project_id, rid, token)
+        for r in range(rounds)
+        for learner, offset, project_id, rid, token in learners
+    )
+    for n, (due, learner, project_id, rid, token) in enumerate(schedule):
+        time.sleep(max(0.0, due - time.time()))
+        connection = connections.get(learner) or Bare(url)
+        connections[learner] = connection
+        started = time.time()
+        try:
+            status, body = connection.post(
+                f"/{project_id}/requests/{rid}/messages",
+                {"text": f"room {n}"},
+                {"Authorization": token},
+            )
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            connections.pop(learner).close()
+            continue
+        if status == 200:
+            sent.append((json.loads(body)["_id"], started, learner))
+        else:
+            errors += 1
     for connection in connections.values():
         connection.close()
     out.put((sent, errors))
@@ -450,10 +450,13 @@ class _SleepingLaptop:
             connection.close()
 
 
-def measure_room(learners: int = 40, asleep: int = 4, seconds: float = 8.0) -> dict:
+def measure_room(
+    learners: int = 40, asleep: int = 4, seconds: float = 15.0, every: float = 1.0
+) -> dict:
     """A workshop room: each learner's visitor writes to their own project, each webhook goes to
-    that learner's laptop. The p99 of the healthy learners' webhooks with every laptop awake,
-    then with ``asleep`` laptops that accept connections and never answer."""
+    that learner's laptop; each learner sends a message every ``every`` seconds (a busy room).
+    The p99 of the healthy learners' webhooks with every laptop awake, then with ``asleep``
+    laptops that accept connections and never answer."""
     sandbox = start_sandbox_process()
     listeners = [WebhookListener(port=0, max_events=5000).start() for _ in range(learners)]
     sleepers = [_SleepingLaptop() for _ in range(asleep)]
@@ -481,14 +484,15 @@ def measure_room(learners: int = 40, asleep: int = 4, seconds: float = 8.0) -> d
             per_process = 4
             groups = [[] for _ in range(per_process)]
             for index, (world, _, token) in enumerate(room):
+                offset = every * index / learners
                 groups[index % per_process].append(
-                    (index, world.project_id, world.request_id(), token)
+                    (index, offset, world.project_id, world.request_id(), token)
                 )
             out: multiprocessing.Queue = multiprocessing.Queue()
             start_at = time.time() + 1.0
             processes = [
                 multiprocessing.Process(
-                    target=_learner_sender, args=(sandbox.url, group, seconds, 0.25, start_at, out)
+                    target=_learner_sender, args=(sandbox.url, group, seconds, every, start_at, out)
                 )
                 for group in groups
             ]
