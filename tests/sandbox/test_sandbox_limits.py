@@ -216,3 +216,25 @@ def test_a_refusing_target_is_retried_without_holding_the_others() -> None:
             world.api.close()
     finally:
         healthy.stop()
+
+
+def test_a_deleted_subscription_stops_its_retries_and_its_backlog() -> None:
+    """The lanes hold only which outbox rows are due: one cancelled is not sent."""
+    failing = Receiver(respond=lambda index, delivery: 500)
+    policy = RetryPolicy(retries=8, backoff=0.3, max_backoff=0.3)
+    try:
+        with start_sandbox(retry_policy=policy) as sandbox:
+            world = make_world(sandbox.url)
+            subscription = world.subscribe(failing.url)
+            world.send(world.request_id(), "will be retried until the subscription goes")
+            failing.wait(1)
+            deleted = world.api.delete(
+                f"/{world.project_id}/subscriptions/{subscription['_id']}",
+                token=world.agent_token,
+            )
+            assert deleted.status_code == 200
+            assert sandbox.wait_for_deliveries(timeout=10)
+            assert len(failing.received) <= 2  # at most the attempt already on its way
+            world.api.close()
+    finally:
+        failing.stop()

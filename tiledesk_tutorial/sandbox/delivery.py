@@ -10,6 +10,9 @@ delivery twice, which the tutorial's listener recognises by the event and the pa
 Each target (scheme, host and port) has its own lane: at most ``per_target`` deliveries in flight
 to it, each bounded by the connect and answer timeouts. A laptop gone to sleep (it accepts the
 connection and never answers) holds only its own lane; every other target is served as usual.
+A lane holds only which outbox rows are due (about 200 bytes each); a row's body is read back from
+the outbox when it is sent, so a slow or dead target's backlog costs disk, not memory, and a
+delivery cancelled meanwhile (its subscription deleted) is never sent.
 The HTTP client is aiohttp (measured against httpx here: 0.2 ms against 1.1 ms per delivery).
 """
 
@@ -21,7 +24,7 @@ import logging
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,11 +80,20 @@ class _Outcome:
     at: datetime
 
 
+@dataclass(frozen=True)
+class _Due:
+    """An outbox row due to be sent: what a lane holds (the body stays in the database)."""
+
+    seq: int
+    target: str
+    attempts: int
+
+
 class _Lane:
     """The deliveries waiting for one target, and how many are being sent to it now."""
 
     def __init__(self) -> None:
-        self.ready: deque[Delivery] = deque()
+        self.ready: deque[_Due] = deque()
         self.senders = 0
 
 
@@ -128,12 +140,14 @@ class DeliveryWorker:
             auto_decompress=False,
         )
         rows = self._store.query_all(
-            "SELECT seq, subscription_id, id_project, event, target, secret, body, attempts, "
-            "next_attempt_at FROM outbox WHERE state = 'pending' ORDER BY seq"
+            "SELECT seq, target, attempts, next_attempt_at FROM outbox WHERE state = 'pending' "
+            "ORDER BY seq"
         )
         if rows:
             log.info("resuming %d pending webhook deliveries", len(rows))
-        self.submit([Delivery(*row) for row in rows])
+        now = time.time()
+        for seq, target, attempts, next_attempt_at in rows:
+            self._queue(_Due(seq, target, attempts), next_attempt_at - now)
 
     async def stop(self) -> None:
         """Stop sending; what is not delivered yet stays in the outbox for the next start."""
@@ -150,16 +164,20 @@ class DeliveryWorker:
 
     def submit(self, deliveries: list[Delivery]) -> None:
         """Queue deliveries that were just committed to the outbox (call on the event loop)."""
-        if self._stopping:
-            return
         now = time.time()
         for delivery in deliveries:
-            self._busy += 1
-            self._idle.clear()
-            if delivery.next_attempt_at <= now:
-                self._enqueue(delivery)
-            else:
-                self._schedule(delivery, delivery.next_attempt_at - now)
+            due = _Due(delivery.seq, delivery.target, delivery.attempts)
+            self._queue(due, delivery.next_attempt_at - now)
+
+    def _queue(self, due: _Due, delay: float) -> None:
+        if self._stopping:
+            return
+        self._busy += 1
+        self._idle.clear()
+        if delay <= 0:
+            self._enqueue(due)
+        else:
+            self._schedule(due, delay)
 
     @property
     def pending(self) -> int:
@@ -172,16 +190,16 @@ class DeliveryWorker:
 
     # -------------------------------------------------------------------------------- sending
 
-    def _schedule(self, delivery: Delivery, delay: float) -> None:
+    def _schedule(self, due: _Due, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        self._later[delivery.seq] = loop.call_later(delay, self._due, delivery)
+        self._later[due.seq] = loop.call_later(delay, self._now_due, due)
 
-    def _due(self, delivery: Delivery) -> None:
-        self._later.pop(delivery.seq, None)
-        self._enqueue(delivery)
+    def _now_due(self, due: _Due) -> None:
+        self._later.pop(due.seq, None)
+        self._enqueue(due)
 
-    def _enqueue(self, delivery: Delivery) -> None:
-        parts = urlsplit(delivery.target)
+    def _enqueue(self, due: _Due) -> None:
+        parts = urlsplit(due.target)
         try:
             key = (parts.scheme, parts.hostname or "", parts.port)
         except ValueError:  # a port that is no number
@@ -189,7 +207,7 @@ class DeliveryWorker:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
-        lane.ready.append(delivery)
+        lane.ready.append(due)
         if lane.senders < self.per_target and lane.senders < len(lane.ready):
             lane.senders += 1
             task = asyncio.ensure_future(self._drain(key, lane))
@@ -200,7 +218,10 @@ class DeliveryWorker:
         """One of a lane's senders: deliver from its queue until it is empty."""
         try:
             while lane.ready:
-                delivery = lane.ready.popleft()
+                delivery = self._load(lane.ready.popleft())
+                if delivery is None:  # delivered meanwhile, or its subscription was deleted
+                    self._forget_one()
+                    continue
                 try:
                     outcome = await self._attempt(delivery)
                 except asyncio.CancelledError:
@@ -277,20 +298,30 @@ class DeliveryWorker:
             delivery, attempt, status, headers, text, error, state, None, datetime.now(UTC)
         )
 
+    def _load(self, due: _Due) -> Delivery | None:
+        """The outbox row of ``due``, read back whole; None when it is no longer pending."""
+        row = self._store.query_one(
+            "SELECT seq, subscription_id, id_project, event, target, secret, body "
+            "FROM outbox WHERE seq = ? AND state = 'pending'",
+            (due.seq,),
+        )
+        # The attempts so far come from the lane: the last one may not be recorded yet.
+        return Delivery(*row, attempts=due.attempts) if row else None
+
+    def _forget_one(self) -> None:
+        self._busy -= 1
+        if self._busy == 0 and not self._recording:
+            self._idle.set()
+
     def _finish(self, outcome: _Outcome) -> None:
         """Record an attempt (soon, in a batch) and schedule its retry."""
         self._unrecorded.append(outcome)
         if not self._recording:
             self._recording = True
             asyncio.get_running_loop().call_soon(self._record_now)
-        if outcome.state == "retrying" and not self._stopping:
-            self._busy += 1
-            retry = replace(
-                outcome.delivery,
-                attempts=outcome.attempt,
-                next_attempt_at=outcome.next_attempt_at or time.time(),
-            )
-            self._schedule(retry, max(0.0, retry.next_attempt_at - time.time()))
+        if outcome.state == "retrying" and outcome.next_attempt_at is not None:
+            retry = _Due(outcome.delivery.seq, outcome.delivery.target, outcome.attempt)
+            self._queue(retry, outcome.next_attempt_at - time.time())
 
     # ------------------------------------------------------------------------------ recording
 
@@ -324,9 +355,10 @@ class DeliveryWorker:
                 if outcome.state == "delivered":
                     conn.execute("DELETE FROM outbox WHERE seq = ?", (delivery.seq,))
                 else:
+                    # "AND state = 'pending'": a delivery cancelled meanwhile stays cancelled.
                     conn.execute(
                         "UPDATE outbox SET attempts = ?, next_attempt_at = ?, state = ? "
-                        "WHERE seq = ?",
+                        "WHERE seq = ? AND state = 'pending'",
                         (
                             outcome.attempt,
                             outcome.next_attempt_at or 0,
