@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from tiledesk_tutorial.config import Config, get_default
 from tiledesk_tutorial.curl import curl_for_prepared
 from tiledesk_tutorial.errors import CallContext, TiledeskError, UnexpectedResponseError
 from tiledesk_tutorial.http import (
@@ -54,7 +55,6 @@ from tiledesk_tutorial.models import (
     Subscription,
     User,
 )
-from tiledesk_tutorial.settings import Settings, load_settings
 
 __all__ = ["TiledeskClient", "new_request_id"]
 
@@ -141,33 +141,34 @@ class TiledeskClient:
         self.show_curl = False
 
     @classmethod
-    def from_settings(
+    def from_config(
         cls,
-        settings: Settings | None = None,
+        config: Config | None = None,
         *,
         sandbox_url: str | None = None,
         **kwargs: Any,
     ) -> TiledeskClient:
-        """Make a client from the tutorial's settings (environment variables and ``.env``).
+        """Make a client from the tutorial's configuration (environment variables and ``.env``).
 
-        Uses ``TILEDESK_API_URL`` when it is set, otherwise ``sandbox_url`` (the embedded
-        sandbox's ``.url``); the email, password and project id come along when set. Nothing is
-        sent: call :meth:`sign_in` next.
+        ``config`` defaults to :func:`~tiledesk_tutorial.config.get_default`. Uses
+        ``TILEDESK_API_URL`` when it is set, otherwise ``sandbox_url`` (the embedded sandbox's
+        ``.url``); the email, password and project id come along when set. Nothing is sent: call
+        :meth:`sign_in` next.
 
         Raises:
             ValueError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
         """
-        settings = settings if settings is not None else load_settings()
-        base_url = settings.api_url or sandbox_url
+        config = config if config is not None else get_default()
+        base_url = config.api_url or sandbox_url
         if base_url is None:
             raise ValueError(
                 "TILEDESK_API_URL is not set, so the tutorial runs on the embedded sandbox: "
                 "start it (sandbox = start_sandbox()) and pass sandbox_url=sandbox.url, or set "
                 "TILEDESK_API_URL to use a real Tiledesk."
             )
-        kwargs.setdefault("email", settings.email)
-        kwargs.setdefault("password", settings.password)
-        kwargs.setdefault("project_id", settings.project_id)
+        kwargs.setdefault("email", config.email)
+        kwargs.setdefault("password", config.password)
+        kwargs.setdefault("project_id", config.project_id)
         return cls(base_url, **kwargs)
 
     # --- configuration ---------------------------------------------------------------------
@@ -308,7 +309,7 @@ class TiledeskClient:
         """Sign in with email and password (``POST /auth/signin``); this client keeps the token.
 
         Without arguments, uses the email and password the client was made with (for example
-        ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_settings`).
+        ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_config`).
 
         Raises:
             ValueError: no email or password.
@@ -715,7 +716,7 @@ class TiledeskClient:
         if not email or not password:
             raise ValueError(
                 "an email and a password are needed: pass them, or set TILEDESK_EMAIL and "
-                "TILEDESK_PASSWORD (in the environment or a .env file) and use from_settings()."
+                "TILEDESK_PASSWORD (in the environment or a .env file) and use from_config()."
             )
         _check_email(email)
         return email.strip(), password

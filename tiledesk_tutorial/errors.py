@@ -23,7 +23,9 @@ __all__ = [
     "SHORT_TRACEBACKS",
     "AuthenticationError",
     "CallContext",
+    "ConfigError",
     "EmailAlreadyRegisteredError",
+    "InvalidInputError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -100,6 +102,18 @@ class TiledeskTutorialError(Exception):
             "(Full traceback: tiledesk_tutorial.errors.SHORT_TRACEBACKS = False, then run again.)"
         )
         return lines
+
+
+class InvalidInputError(TiledeskTutorialError, ValueError):
+    """A value given to the package is not what it must be: an argument, or a setting.
+
+    Also a ``ValueError``, so ``except ValueError`` keeps working.
+    """
+
+
+class ConfigError(InvalidInputError):
+    """An environment variable (or ``.env`` line) is malformed; the message names it and where it
+    was set."""
 
 
 class TiledeskError(TiledeskTutorialError):

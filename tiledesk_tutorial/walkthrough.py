@@ -23,11 +23,11 @@ from typing import TextIO
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.config import get_default
 from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
 from tiledesk_tutorial.events import WebhookEvent, make_delivery, make_message_payload
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.redact import redact
-from tiledesk_tutorial.settings import load_settings
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
     AGENT_FIRSTNAME,
@@ -36,7 +36,6 @@ from tiledesk_tutorial.tutorial import (
     TutorialError,
     TutorialState,
     delivery_history,
-    tutorial_home,
 )
 
 __all__ = ["WalkthroughFailed", "run_walkthrough"]
@@ -270,21 +269,11 @@ def run_walkthrough(
 
 @contextlib.contextmanager
 def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[Tutorial]:
-    settings = load_settings()
+    config = get_default()
     can_ask = sys.stdin.isatty() if interactive is None else interactive
-    if settings.api_url:
-        say(f"Tiledesk tutorial walkthrough, live mode: {settings.api_url}")
-        home = tutorial_home()
-        tutorial = Tutorial(
-            mode="live",
-            api_url=settings.api_url,
-            settings=settings,
-            home=home,
-            state=TutorialState(home / "state.json"),
-            where="TILEDESK_API_URL",
-            ask=None if can_ask else _cannot_ask,
-            say=say,
-        )
+    if config.api_url:
+        say(f"Tiledesk tutorial walkthrough, live mode: {config.api_url}")
+        tutorial = Tutorial.live(config, ask=None if can_ask else _cannot_ask, say=say)
         try:
             yield tutorial
         finally:
@@ -297,7 +286,7 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
     tutorial = Tutorial(
         mode="sandbox",
         api_url=sandbox.url,
-        settings=settings,
+        config=config,
         home=sandbox.data_dir,
         state=TutorialState(None),
         sandbox=sandbox,
