@@ -22,14 +22,13 @@ Each call leaves its curl equivalent in ``client.last_curl`` (secrets redacted);
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from tiledesk_tutorial import wire
 from tiledesk_tutorial.config import Config, get_default
 from tiledesk_tutorial.curl import curl_for_prepared
 from tiledesk_tutorial.errors import CallContext, TiledeskError, UnexpectedResponseError
@@ -44,7 +43,6 @@ from tiledesk_tutorial.http import (
     Transport,
 )
 from tiledesk_tutorial.models import (
-    REQUEST_STATUS,
     AuthResult,
     DeliveryLog,
     Message,
@@ -55,12 +53,12 @@ from tiledesk_tutorial.models import (
     Subscription,
     User,
 )
+from tiledesk_tutorial.wire import REQUEST_STATUS, SECRET_HEADER, is_object_id
 
 __all__ = ["TiledeskClient", "new_request_id"]
 
 log = logging.getLogger("tiledesk_tutorial.client")
 
-_PROJECT_ID_RE = re.compile(r"^[0-9a-fA-F]{24}$")
 _MAX_LIMIT = 100  # Tiledesk silently falls back to 40 above this (contract §4.6)
 _STATUS_BY_NAME = {name.lower(): code for code, name in REQUEST_STATUS.items()}
 
@@ -71,7 +69,7 @@ def new_request_id(project_id: str) -> str:
     The first message sent to a new id creates the conversation. Ids are unique across all
     projects of a server, so always make a new one rather than reusing an old one.
     """
-    return f"support-group-{_check_project_id(project_id)}-{uuid.uuid4().hex}"
+    return wire.new_request_id(_check_project_id(project_id))
 
 
 class TiledeskClient:
@@ -598,7 +596,7 @@ class TiledeskClient:
             required_role="admin",
         )
         return Subscription.from_json(
-            _object(answer), secret_header=answer.headers.get("x-hook-secret")
+            _object(answer), secret_header=answer.headers.get(SECRET_HEADER)
         )
 
     def list_subscriptions(self, *, project_id: str | None = None) -> list[Subscription]:
@@ -743,7 +741,7 @@ class TiledeskClient:
 
 
 def _check_project_id(value: Any) -> str:
-    if not isinstance(value, str) or not _PROJECT_ID_RE.match(value.strip()):
+    if not isinstance(value, str) or not is_object_id(value.strip()):
         raise ValueError(
             f"{value!r} is not a Tiledesk project id: a project id is 24 hexadecimal characters, "
             "such as '6b0690cb0ed30d16ca8ddc1a' (use `project.id`, or the id under Project "

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values, find_dotenv
 
-from tiledesk_tutorial.errors import ConfigError
+from tiledesk_tutorial.errors import ConfigError, InvalidInputError
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.wire import is_object_id
 
@@ -30,6 +30,7 @@ __all__ = [
     "ENV_VARS",
     "TILEDESK_CLOUD_REALTIME_URL",
     "Config",
+    "check_http_url",
     "get_default",
     "import_colab_secrets",
     "load_config",
@@ -175,6 +176,37 @@ class Config:
         return replace(self, **changes)
 
 
+def check_http_url(
+    url: Any,
+    what: str = "the base URL",
+    *,
+    allow_query: bool = False,
+    error: type[InvalidInputError] = InvalidInputError,
+) -> str:
+    """Check and tidy an http(s) URL: ``http(s)://host[:port][/path]``, without a trailing ``/``.
+
+    The one check of a server's address, for a setting (``TILEDESK_API_URL``...) and for the
+    client's ``base_url`` alike. ``what`` names the value in the message.
+
+    Raises:
+        InvalidInputError: (or ``error``) empty, not http(s), or with a query or fragment (unless
+            ``allow_query``).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise error(f"{what} is empty: pass the sandbox's `.url`, or https://api.tiledesk.com/v3.")
+    value = url.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        guess = f" Did you mean https://{value}?" if "://" not in value else ""
+        raise error(
+            f"{what} is {value!r}, which is not an http:// or https:// URL: give a full http:// or "
+            f"https:// URL, such as https://api.tiledesk.com/v3 or http://127.0.0.1:3000.{guess}"
+        )
+    if not allow_query and (parts.query or parts.fragment):
+        raise error(f"{what} {value!r} must not have a query (?...) or fragment (#...).")
+    return value
+
+
 def realtime_url_for(api_url: str) -> str:
     """The Realtime API's address derived from an API base URL.
 
@@ -299,14 +331,7 @@ def _find_env_file(env_file: str | os.PathLike[str] | None) -> Path | None:
 
 def _checked(name: str, value: str, where: str) -> Any:
     if name in _URLS:
-        value = value.rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            guess = f" Did you mean https://{value}?" if "://" not in value else ""
-            raise ConfigError(
-                f"{where} is {value!r}: it must be a full http:// or https:// URL, such as "
-                f"https://api.tiledesk.com/v3.{guess}"
-            )
+        return check_http_url(value, where, allow_query=name == "webhook_url", error=ConfigError)
     if name == "realtime_url":
         parts = urlsplit(value)
         if parts.scheme not in ("ws", "wss") or not parts.netloc:

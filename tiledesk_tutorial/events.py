@@ -37,7 +37,7 @@ from typing import Any
 
 import jwt
 
-from tiledesk_tutorial.roles import SenderRole, sender_role
+from tiledesk_tutorial.wire import SenderRole, sender_role
 
 logger = logging.getLogger("tiledesk_tutorial.events")
 

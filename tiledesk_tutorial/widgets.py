@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tiledesk_tutorial.events import WebhookEvent
+from tiledesk_tutorial.wire import STATUS_CLOSED
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.client import TiledeskClient
@@ -43,7 +44,6 @@ CSS_CLASS = "tiledesk-conversation"
 
 _MAX_TEXT_CHARS = 4000
 _KEPT_CONVERSATION_STATES = 2000
-_CLOSED = 1000
 
 # Inline styles: the notebook's HTML widget keeps them, and they need no stylesheet.
 _BADGE_COLOURS = {
@@ -152,7 +152,7 @@ def render_conversations(
             window.append(event)
         elif rid and event.event in ("request.close", "request.update", "request.create"):
             status = event.payload.get("status")
-            closed[rid] = event.event == "request.close" or status == _CLOSED
+            closed[rid] = event.event == "request.close" or status == STATUS_CLOSED
             lead = _lead_name(event.payload)
             if lead:
                 leads[rid] = lead
