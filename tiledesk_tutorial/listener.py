@@ -38,7 +38,7 @@ from werkzeug.serving import (
     select_address_family,
 )
 
-from tiledesk_tutorial.events import (
+from tiledesk_tutorial.webhooks import (
     KEPT_HEADERS,
     SECRET_HEADER,
     InvalidDelivery,
@@ -226,7 +226,7 @@ class WebhookListener:
 
     Kept events are in :attr:`events` (the last ``max_events``); with ``store_file`` each one is
     also appended to a JSON Lines file (read it back with
-    :func:`tiledesk_tutorial.events.read_jsonl`). A retried delivery is kept once
+    :func:`tiledesk_tutorial.webhooks.read_jsonl`). A retried delivery is kept once
     (:attr:`WebhookEvent.dedupe_key`). Callbacks registered with :meth:`on_event` run on one
     worker thread, in arrival order.
 

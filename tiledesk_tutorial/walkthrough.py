@@ -25,7 +25,6 @@ import requests
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import get_default
 from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
-from tiledesk_tutorial.events import WebhookEvent, make_delivery, make_message_payload
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
@@ -37,6 +36,7 @@ from tiledesk_tutorial.tutorial import (
     TutorialState,
     delivery_history,
 )
+from tiledesk_tutorial.webhooks import WebhookEvent, make_delivery, make_message_payload
 
 __all__ = ["WalkthroughFailed", "run_walkthrough"]
 

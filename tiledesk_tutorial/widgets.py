@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tiledesk_tutorial.events import WebhookEvent
+from tiledesk_tutorial.webhooks import WebhookEvent
 from tiledesk_tutorial.wire import STATUS_CLOSED
 
 if TYPE_CHECKING:  # pragma: no cover

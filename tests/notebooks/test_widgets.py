@@ -17,15 +17,15 @@ import pytest
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
-from tiledesk_tutorial.events import (
+from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.sandbox import SandboxHandle
+from tiledesk_tutorial.webhooks import (
     WebhookEvent,
     make_delivery,
     make_hook,
     make_message_payload,
     parse_delivery,
 )
-from tiledesk_tutorial.listener import WebhookListener
-from tiledesk_tutorial.sandbox import SandboxHandle
 from tiledesk_tutorial.widgets import CSS_CLASS, ConversationView, render_conversations
 
 SECRET = "widget-test-secret-0123456789abcdef0123"

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.faults import FUZZ, header_text, json_values, nested, raw_request, strict_json
 
-from tiledesk_tutorial.events import make_delivery, make_message_payload
 from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 pytestmark = pytest.mark.fuzz
 

@@ -11,13 +11,6 @@ import pytest
 import requests
 from support.listener import listener_threads, post, recorded_deliveries
 
-from tiledesk_tutorial.events import (
-    make_delivery,
-    make_hook,
-    make_message_payload,
-    read_jsonl,
-    sign_delivery,
-)
 from tiledesk_tutorial.listener import (
     ListenerError,
     PortInUseError,
@@ -25,6 +18,13 @@ from tiledesk_tutorial.listener import (
     WebhookTimeout,
     running_listeners,
     stop_all_listeners,
+)
+from tiledesk_tutorial.webhooks import (
+    make_delivery,
+    make_hook,
+    make_message_payload,
+    read_jsonl,
+    sign_delivery,
 )
 
 SECRET = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

@@ -39,7 +39,7 @@ import jwt
 
 from tiledesk_tutorial.wire import SenderRole, sender_role
 
-logger = logging.getLogger("tiledesk_tutorial.events")
+logger = logging.getLogger("tiledesk_tutorial.webhooks")
 
 SECRET_HEADER = "x-hook-secret"  # noqa: S105 (a header name)
 TOKEN_ISSUER = "https://tiledesk.com"  # noqa: S105

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from support.listener import recorded_deliveries
 
-from tiledesk_tutorial.events import (
+from tiledesk_tutorial.webhooks import (
     InvalidDelivery,
     InvalidSignature,
     WebhookEvent,
