@@ -17,9 +17,9 @@ _EXPORTS: dict[str, str] = {
     "WebhookListener": "tiledesk_tutorial.listener",
     "ListenerError": "tiledesk_tutorial.listener",
     "stop_all_listeners": "tiledesk_tutorial.listener",
-    "WebhookEvent": "tiledesk_tutorial.webhooks",
+    "Event": "tiledesk_tutorial.models",
     "make_delivery": "tiledesk_tutorial.webhooks",
-    "read_jsonl": "tiledesk_tutorial.webhooks",
+    "read_jsonl": "tiledesk_tutorial.jsonl",
     "open_tunnel": "tiledesk_tutorial.tunnel",
     "close_tunnel": "tiledesk_tutorial.tunnel",
     "webhook_target": "tiledesk_tutorial.tunnel",
@@ -83,10 +83,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.errors import TiledeskTimeoutError as TiledeskTimeoutError
     from tiledesk_tutorial.errors import UnexpectedResponseError as UnexpectedResponseError
     from tiledesk_tutorial.errors import ValidationError as ValidationError
+    from tiledesk_tutorial.jsonl import read_jsonl as read_jsonl
     from tiledesk_tutorial.listener import ListenerError as ListenerError
     from tiledesk_tutorial.listener import WebhookListener as WebhookListener
     from tiledesk_tutorial.listener import stop_all_listeners as stop_all_listeners
     from tiledesk_tutorial.models import REQUEST_STATUS as REQUEST_STATUS
+    from tiledesk_tutorial.models import Event as Event
     from tiledesk_tutorial.sandbox import SandboxHandle as SandboxHandle
     from tiledesk_tutorial.sandbox import start_sandbox as start_sandbox
     from tiledesk_tutorial.tunnel import TunnelError as TunnelError
@@ -96,8 +98,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.tutorial import Tutorial as Tutorial
     from tiledesk_tutorial.tutorial import TutorialError as TutorialError
     from tiledesk_tutorial.walkthrough import run_walkthrough as run_walkthrough
-    from tiledesk_tutorial.webhooks import WebhookEvent as WebhookEvent
     from tiledesk_tutorial.webhooks import make_delivery as make_delivery
-    from tiledesk_tutorial.webhooks import read_jsonl as read_jsonl
     from tiledesk_tutorial.widgets import ConversationView as ConversationView
     from tiledesk_tutorial.widgets import render_conversations as render_conversations

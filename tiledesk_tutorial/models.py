@@ -507,21 +507,23 @@ class Event:
 
     @property
     def text(self) -> str | None:
-        """The message text (``None`` for request events, or a message without ``text``)."""
-        value = self.payload.get("text") if self.is_message else None
+        """The payload's ``text``: the message text (``None`` when there is none, as in request
+        events and in some messages)."""
+        value = self.payload.get("text")
         return value if isinstance(value, str) else None
 
     @property
     def sender(self) -> str | None:
         """The sender's id: a visitor's UUID, an agent's ObjectId, ``bot_...`` or ``system``."""
-        value = self.payload.get("sender") if self.is_message else None
+        value = self.payload.get("sender")
         return value if isinstance(value, str) else None
 
     @property
     def sender_fullname(self) -> str | None:
         """The sender's display name, trimmed (Tiledesk stores ``"John "`` for a visitor with no
         last name; ``payload`` keeps it as sent)."""
-        return trim_name(self.payload.get("senderFullname")) if self.is_message else None
+        value = self.payload.get("senderFullname")
+        return trim_name(value) if isinstance(value, str) else None
 
     @property
     def role(self) -> SenderRole | None:

@@ -26,6 +26,7 @@ from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import get_default
 from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
 from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
@@ -36,7 +37,7 @@ from tiledesk_tutorial.tutorial import (
     TutorialState,
     delivery_history,
 )
-from tiledesk_tutorial.webhooks import WebhookEvent, make_delivery, make_message_payload
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 __all__ = ["WalkthroughFailed", "run_walkthrough"]
 
@@ -72,7 +73,7 @@ class _Run:
     subscriptions: list[str] = field(default_factory=list)
     tunnel_opened: bool = False
 
-    def wait(self, what: str, predicate: Callable[[WebhookEvent], bool]) -> WebhookEvent:
+    def wait(self, what: str, predicate: Callable[[Event], bool]) -> Event:
         assert self.listener is not None
         try:
             return self.listener.wait_for(predicate, timeout=self.timeout)[0]
@@ -159,7 +160,7 @@ def _visitor_webhook(run: _Run) -> str:
     event = run.wait(
         "visitor message", lambda e: e.is_message and e.text == VISITOR_TEXT and e.role == "visitor"
     )
-    return f"[{event.role}] {(event.sender_fullname or '').strip()}: {event.text} (secret checked)"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} (secret checked)"
 
 
 def _agent_webhook(run: _Run) -> str:
@@ -168,7 +169,7 @@ def _agent_webhook(run: _Run) -> str:
     event = run.wait(
         "agent reply", lambda e: e.is_message and e.text == AGENT_TEXT and e.role == "agent"
     )
-    return f"[{event.role}] {(event.sender_fullname or '').strip()}: {event.text} (secret checked)"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} (secret checked)"
 
 
 def _forged(run: _Run) -> str:

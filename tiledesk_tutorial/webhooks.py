@@ -1,16 +1,22 @@
-"""Tiledesk webhook deliveries: parse them into events, verify them, and make valid ones for tests.
+"""Tiledesk webhook deliveries: verify one and read it into an :class:`Event`; make valid ones.
 
-A delivery is what Tiledesk POSTs to a subscription's ``target`` (contract §5.4)::
+A delivery is what Tiledesk POSTs to a subscription's ``target`` (docs/wire-format.md,
+"Webhook deliveries")::
 
     headers: Content-Type: application/json, x-hook-secret: <subscription secret>,
              User-Agent: tiledesk-webhooks, Origin: <server origin>
     body:    {"timestamp": <epoch ms>, "payload": {...}, "hook": {<subscription, no secret>},
               "token": "<HS256 JWT over the hook, signed with the secret>"}
 
+:func:`verify_delivery` is the whole check a receiver makes, in order: the ``x-hook-secret`` header
+is the secret of a known subscription (compared in constant time), the body is a delivery, and,
+when asked, the ``token`` is a JWT from that subscription. It returns the
+:class:`~tiledesk_tutorial.models.Event` or raises one :class:`WebhookVerificationError`.
+
 What Tiledesk signs, and what it does not:
 
 - ``x-hook-secret`` is the subscription secret itself, sent in clear on every delivery. Comparing it
-  (in constant time) proves the sender knows the secret; it says nothing about the body.
+  proves the sender knows the secret; it says nothing about the body.
 - ``token`` is a JWT whose claims are the *subscription* (``hook``), with audience
   ``https://tiledesk.com/subscriptions/<id>``, issuer ``https://tiledesk.com``, subject
   ``subscription`` and no expiry. It proves the sender knows the secret, and that the delivery is
@@ -19,208 +25,131 @@ What Tiledesk signs, and what it does not:
   who has seen one delivery (the secret and the token never change) can send any payload. Serve
   the listener over HTTPS (a tunnel does that), keep the secret out of logs, and treat payloads as
   claims.
+
+The ``make_*`` functions build deliveries exactly as the real server does, to test a receiver or
+to feed a listener without a server.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
 import math
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jwt
 
-from tiledesk_tutorial.wire import SenderRole, sender_role
+from tiledesk_tutorial.errors import TiledeskTutorialError
+from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.wire import (
+    SECRET_HEADER,
+    SUBJECT_SUBSCRIPTION,
+    TOKEN_ALGORITHM,
+    TOKEN_ISSUER,
+    SenderRole,
+    iso_now,
+    new_object_id,
+    new_request_id,
+    new_uuid,
+    now,
+    subscription_audience,
+    webhook_headers,
+)
 
-logger = logging.getLogger("tiledesk_tutorial.webhooks")
+__all__ = [
+    "KEPT_HEADERS",
+    "InvalidDelivery",
+    "OutgoingDelivery",
+    "WebhookVerificationError",
+    "make_delivery",
+    "make_hook",
+    "make_message_payload",
+    "match_secret",
+    "parse_delivery",
+    "sign_delivery",
+    "verify_delivery",
+    "verify_token",
+]
 
-SECRET_HEADER = "x-hook-secret"  # noqa: S105 (a header name)
-TOKEN_ISSUER = "https://tiledesk.com"  # noqa: S105
-TOKEN_SUBJECT = "subscription"  # noqa: S105
-USER_AGENT = "tiledesk-webhooks"
-
-# Headers worth keeping with an event (never the secret).
+#: Headers worth keeping with an event (never the secret).
 KEPT_HEADERS = ("user-agent", "origin", "content-type")
 
 
-class InvalidDelivery(ValueError):
-    """A request body that is not a Tiledesk webhook delivery; ``reason`` says what was wrong."""
+class WebhookVerificationError(TiledeskTutorialError, ValueError):
+    """A request that is not an accepted Tiledesk delivery.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class InvalidSignature(ValueError):
-    """A delivery whose ``x-hook-secret`` or ``token`` matches no known subscription secret."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def subscription_audience(subscription_id: str) -> str:
-    """The ``aud`` claim Tiledesk puts in a delivery token for this subscription."""
-    return f"https://tiledesk.com/subscriptions/{subscription_id}"
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class WebhookEvent:
-    """One webhook delivery, parsed.
-
-    ``event`` is the subscription's event name (``hook.event``, e.g. ``"message.create"``),
-    ``payload`` the event data (for messages: the message with its request embedded),
-    ``timestamp`` the server's epoch-millisecond send time (or ``None``), ``received_at`` when this
-    process received it (UTC), ``raw`` the whole body as sent. The properties below read the fields
-    a tutorial needs most.
+    Attributes:
+        reason: what was wrong, in a few words (the listener answers it as ``{"error": reason}``).
+        status: the HTTP status a receiver answers: 401 when the sender is not proven (secret,
+            token), 400 when the body is no delivery (:class:`InvalidDelivery`).
     """
 
-    event: str
-    hook: dict[str, Any]
-    payload: dict[str, Any]
-    timestamp: int | None
-    received_at: datetime
-    raw: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
+    status = 401
 
-    def __repr__(self) -> str:
-        received = self.received_at.strftime("%H:%M:%S.%f")[:-3]
-        if self.is_message:
-            text = self.text if self.text is None or len(self.text) <= 60 else self.text[:59] + "…"
-            who = (self.sender_fullname or self.sender or "?").strip()
-            return (
-                f"<WebhookEvent {self.event} {self.role} {who!r}: {text!r} "
-                f"request={self.request_id} received={received}>"
+    def __init__(self, reason: str, *, hint: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(reason, hint=hint)
+
+
+class InvalidDelivery(WebhookVerificationError):
+    """A body that is not a Tiledesk webhook delivery (not JSON, no ``payload``...): answer 400."""
+
+    status = 400
+
+
+# -- verifying and reading -------------------------------------------------------------------------
+def verify_delivery(
+    body: bytes | str | Mapping[str, Any],
+    headers: Mapping[str, str],
+    secrets: Iterable[str],
+    *,
+    verify_token: bool = False,
+    received_at: datetime | None = None,
+) -> Event:
+    """Check a delivery the way a receiver should, and return it as an :class:`Event`.
+
+    The checks, in order:
+
+    1. with ``secrets`` (the subscriptions' secrets): the ``x-hook-secret`` header is one of them,
+       compared in constant time; with no secrets at all, any sender is accepted;
+    2. the body is a delivery: a JSON object with a ``payload`` object (:func:`parse_delivery`);
+    3. with ``verify_token``: the body's ``token`` is a JWT signed with that secret for the
+       delivering subscription (:func:`verify_token`).
+
+    Raises:
+        WebhookVerificationError: the secret or the token does not prove the sender (``status``
+            401); :class:`InvalidDelivery` (``status`` 400) when the body is no delivery.
+    """
+    known = [s for s in secrets if s]
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    secret = None
+    if known:
+        given = lowered.get(SECRET_HEADER)
+        secret = match_secret(given, known)
+        if secret is None:
+            if given:
+                raise WebhookVerificationError(
+                    "wrong x-hook-secret: it is not the secret of a known subscription",
+                    hint="add the secret that create_subscription() returned "
+                    "(listener.add_secret(subscription.secret)).",
+                )
+            raise WebhookVerificationError(
+                "missing x-hook-secret header",
+                hint="Tiledesk sends it on every delivery: this request did not come from it.",
             )
-        return (
-            f"<WebhookEvent {self.event} {self.request_id or self.message_id} received={received}>"
-        )
-
-    # -- what a message event says ------------------------------------------------------------
-    @property
-    def is_message(self) -> bool:
-        """True for ``message.create`` events (including the channel-specific variants)."""
-        return self.event == "message.create" or self.event.startswith("message.create.")
-
-    @property
-    def text(self) -> str | None:
-        """The message text (``None`` when the message has no ``text`` field, which happens)."""
-        value = self.payload.get("text")
-        return value if isinstance(value, str) else None
-
-    @property
-    def sender(self) -> str | None:
-        """The sender's id: a visitor's UUID, an agent's ObjectId, ``bot_...`` or ``system``."""
-        value = self.payload.get("sender")
-        return value if isinstance(value, str) else None
-
-    @property
-    def sender_fullname(self) -> str | None:
-        """The sender's display name, as Tiledesk stored it (it may end with a space)."""
-        value = self.payload.get("senderFullname")
-        return value if isinstance(value, str) else None
-
-    @property
-    def role(self) -> SenderRole | None:
-        """Who sent a message: ``visitor``, ``agent``, ``bot`` or ``system`` (else ``None``)."""
-        return sender_role(self.payload) if self.is_message else None
-
-    @property
-    def request_id(self) -> str | None:
-        """The conversation id: ``recipient`` for messages, ``request_id`` for request events."""
-        for key in ("recipient", "request_id") if self.is_message else ("request_id",):
-            value = self.payload.get(key)
-            if isinstance(value, str):
-                return value
-        request = self.payload.get("request")
-        if isinstance(request, dict) and isinstance(request.get("request_id"), str):
-            return request["request_id"]
-        return None
-
-    @property
-    def message_id(self) -> str | None:
-        """The payload's ``_id`` (the message id for messages, the request's for request events)."""
-        value = self.payload.get("_id")
-        return value if isinstance(value, str) else None
-
-    @property
-    def project_id(self) -> str | None:
-        """The project the event belongs to (``payload.id_project``, else ``hook.id_project``)."""
-        value = self.payload.get("id_project") or self.hook.get("id_project")
-        return value if isinstance(value, str) else None
-
-    @property
-    def subscription_id(self) -> str | None:
-        """The id of the subscription that delivered this event (``hook._id``)."""
-        value = self.hook.get("_id")
-        return value if isinstance(value, str) else None
-
-    @property
-    def created_at(self) -> datetime | None:
-        """``payload.createdAt`` as an aware datetime, or ``None`` if absent or unreadable."""
-        return _parse_iso(self.payload.get("createdAt"))
-
-    @property
-    def sent_at(self) -> datetime | None:
-        """``timestamp`` as an aware UTC datetime, or ``None`` (also when it is no real time)."""
-        if self.timestamp is None:
-            return None
-        try:
-            return datetime.fromtimestamp(self.timestamp / 1000, tz=UTC)
-        except (OverflowError, ValueError, OSError):  # beyond the year 9999, or the platform's
-            return None
-
-    # -- retries ------------------------------------------------------------------------------
-    @property
-    def dedupe_key(self) -> tuple[Any, ...] | None:
-        """What makes two deliveries the same event, so that a retried delivery is kept once.
-
-        A message is created once, so every ``message.create`` delivery for one message ``_id`` is a
-        repeat (a retry, or the same message reaching us through two subscriptions): the key is
-        ``(event, _id)``. Request events are different: one request legitimately produces several
-        ``request.update`` deliveries and may be closed twice (a re-close re-sends ``request.close``
-        with the request unchanged), all with the same ``_id``. What a true retry shares with the
-        original is the whole body, sent again as is, including ``timestamp``; so the key for other
-        events is ``(event, _id, timestamp, updatedAt)``. Without an ``_id`` there is no key and
-        every delivery is kept.
-        """
-        payload_id = self.payload.get("_id")
-        if not isinstance(payload_id, str | int) or isinstance(payload_id, bool):
-            return None
-        if self.is_message:
-            return (self.event, payload_id)
-        return (self.event, payload_id, self.timestamp, _hashable(self.payload.get("updatedAt")))
-
-    # -- storage ------------------------------------------------------------------------------
-    def to_record(self) -> dict[str, Any]:
-        """A JSON-ready dict (one line of a JSON Lines store): the body plus when it came in."""
-        return {
-            "received_at": self.received_at.isoformat(),
-            "headers": dict(self.headers),
-            "body": self.raw,
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> WebhookEvent:
-        """Rebuild an event from :meth:`to_record` output."""
-        received_at = _parse_iso(record.get("received_at")) or datetime.now(UTC)
-        headers = record.get("headers") if isinstance(record.get("headers"), dict) else {}
-        return parse_delivery(record.get("body"), headers=headers, received_at=received_at)
-
-    def summary(self) -> str:
-        """One line for a log or a notebook: event, role, sender and text."""
-        if self.is_message:
-            who = self.sender_fullname or self.sender or "?"
-            text = self.text if self.text is not None else "<no text>"
-            return f"{self.event} [{self.role}] {who.strip()}: {text}"
-        return f"{self.event} {self.request_id or self.message_id or ''}".rstrip()
+    event = parse_delivery(body, headers=lowered, received_at=received_at)
+    if verify_token:
+        if secret is None:
+            raise WebhookVerificationError(
+                "token not checked: the listener knows no subscription secret yet",
+                hint="add the subscription's secret first (listener.add_secret(...)).",
+            )
+        _token_claims(event.raw.get("token"), secret, event.subscription_id)
+    return event
 
 
 def parse_delivery(
@@ -228,8 +157,9 @@ def parse_delivery(
     *,
     headers: Mapping[str, str] | None = None,
     received_at: datetime | None = None,
-) -> WebhookEvent:
-    """Turn a delivery body (bytes, str or an already-decoded dict) into a :class:`WebhookEvent`.
+) -> Event:
+    """Turn a delivery body (bytes, str or an already-decoded dict) into an :class:`Event`,
+    without checking who sent it (:func:`verify_delivery` does).
 
     Raises :class:`InvalidDelivery` saying what was wrong: not JSON, not a JSON object, no
     ``payload`` object, a ``hook`` that is not an object.
@@ -265,18 +195,18 @@ def parse_delivery(
     if headers:
         lowered = {str(k).lower(): str(v) for k, v in headers.items()}
         kept = {name: lowered[name] for name in KEPT_HEADERS if lowered.get(name)}
-    return WebhookEvent(
+    return Event(
         event=event if isinstance(event, str) else "",
-        hook=hook,
         payload=payload,
-        timestamp=int(timestamp) if timestamp is not None else None,
-        received_at=received_at or datetime.now(UTC),
+        source="webhook",
+        received_at=received_at or now(),
         raw=body,
         headers=kept,
+        hook=hook,
+        timestamp=int(timestamp) if timestamp is not None else None,
     )
 
 
-# -- verification ------------------------------------------------------------------------------
 def match_secret(header_value: str | None, secrets: Iterable[str]) -> str | None:
     """Return the known secret equal to ``header_value`` (compared in constant time), else ``None``.
 
@@ -297,30 +227,37 @@ def verify_token(token: Any, secret: str, subscription_id: str | None) -> dict[s
 
     Pins the algorithm (HS256), the audience (``https://tiledesk.com/subscriptions/<id>``), the
     issuer and the subject; requires the token's ``_id`` to be the delivery's subscription. Raises
-    :class:`InvalidSignature` with a short reason.
+    :class:`WebhookVerificationError` with a short reason.
     """
+    return _token_claims(token, secret, subscription_id)
+
+
+def _token_claims(token: Any, secret: str, subscription_id: str | None) -> dict[str, Any]:
+    # verify_delivery's own flag is named verify_token: it calls this.
     if not isinstance(token, str) or not token:
-        raise InvalidSignature("body has no 'token'")
+        raise WebhookVerificationError("body has no 'token'")
     if not subscription_id:
-        raise InvalidSignature("body has no 'hook._id' to check the token's audience against")
+        raise WebhookVerificationError(
+            "body has no 'hook._id' to check the token's audience against"
+        )
     try:
         claims = jwt.decode(
             token,
             secret,
-            algorithms=["HS256"],
+            algorithms=[TOKEN_ALGORITHM],
             audience=subscription_audience(subscription_id),
             issuer=TOKEN_ISSUER,
-            subject=TOKEN_SUBJECT,
+            subject=SUBJECT_SUBSCRIPTION,
             options={"require": ["aud", "iss", "sub"]},
         )
     except jwt.InvalidTokenError as exc:
-        raise InvalidSignature(f"token rejected: {_short(exc)}") from None
+        raise WebhookVerificationError(f"token rejected: {_short(exc)}") from None
     if claims.get("_id") != subscription_id:
-        raise InvalidSignature("token rejected: it was issued for another subscription")
+        raise WebhookVerificationError("token rejected: it was issued for another subscription")
     return claims
 
 
-# -- making deliveries (for tests, fakes and stand-ins) ----------------------------------------
+# -- making deliveries (for tests, fakes and stand-ins) --------------------------------------------
 def sign_delivery(hook: Mapping[str, Any], secret: str, *, issued_at: int | None = None) -> str:
     """Return the ``token`` Tiledesk puts in a delivery for this subscription (``hook``).
 
@@ -335,14 +272,17 @@ def sign_delivery(hook: Mapping[str, Any], secret: str, *, issued_at: int | None
         "iat": int(time.time()) if issued_at is None else issued_at,
         "aud": subscription_audience(subscription_id),
         "iss": TOKEN_ISSUER,
-        "sub": TOKEN_SUBJECT,
+        "sub": SUBJECT_SUBSCRIPTION,
     }
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """A ready-to-send webhook delivery: ``body`` (a dict) and ``headers``; POST :meth:`data`."""
+class OutgoingDelivery:
+    """A delivery ready to be POSTed: ``body`` (a dict) and ``headers``; send :meth:`data`.
+
+    (Not to be confused with the sandbox's outbox rows, which it sends itself.)
+    """
 
     body: dict[str, Any]
     headers: dict[str, str]
@@ -352,7 +292,8 @@ class Delivery:
         return json.dumps(self.body, separators=(",", ":")).encode()
 
     def __repr__(self) -> str:
-        return f"Delivery(event={self.body.get('hook', {}).get('event')!r}, headers=<hidden>)"
+        event = self.body.get("hook", {}).get("event")
+        return f"OutgoingDelivery(event={event!r}, headers=<hidden>)"
 
 
 def make_hook(
@@ -364,15 +305,15 @@ def make_hook(
     created_by: str | None = None,
 ) -> dict[str, Any]:
     """A subscription object as it appears in deliveries (no ``secret``, no ``global``)."""
-    now = _iso_now()
+    created = iso_now()
     return {
-        "_id": subscription_id or _object_id(),
+        "_id": subscription_id or new_object_id(),
         "target": target,
         "event": event,
-        "id_project": project_id or _object_id(),
-        "createdBy": created_by or _object_id(),
-        "createdAt": now,
-        "updatedAt": now,
+        "id_project": project_id or new_object_id(),
+        "createdBy": created_by or new_object_id(),
+        "createdAt": created,
+        "updatedAt": created,
         "__v": 0,
     }
 
@@ -385,7 +326,7 @@ def make_delivery(
     hook: Mapping[str, Any] | None = None,
     timestamp: int | None = None,
     origin: str = "http://localhost:3000",
-) -> Delivery:
+) -> OutgoingDelivery:
     """Build a delivery exactly in Tiledesk's format: body, ``token`` and headers.
 
     Pass the ``hook`` of a real subscription, or let one be made for ``event`` (with the payload's
@@ -400,14 +341,7 @@ def make_delivery(
         "hook": hook,
         "token": sign_delivery(hook, secret),
     }
-    headers = {
-        "Content-Type": "application/json",
-        SECRET_HEADER: secret,
-        "User-Agent": USER_AGENT,
-        "Origin": origin,
-        "accept": "application/json",
-    }
-    return Delivery(body=body, headers=headers)
+    return OutgoingDelivery(body=body, headers=webhook_headers(secret, origin))
 
 
 def make_message_payload(
@@ -420,18 +354,24 @@ def make_message_payload(
     sender: str | None = None,
     sender_fullname: str | None = None,
 ) -> dict[str, Any]:
-    """A ``message.create`` payload shaped like the real one (message + embedded request + lead)."""
-    project_id = project_id or _object_id()
-    lead_id = str(uuid.uuid4())
-    request_id = request_id or f"support-group-{project_id}-{uuid.uuid4().hex}"
+    """A ``message.create`` payload shaped like the real one (message + embedded request + lead).
+
+    Names end with a space where the real server leaves one (``"Visitor Vic "``), so that code
+    reading payloads meets what it will meet.
+    """
+    project_id = project_id or new_object_id()
+    lead_id = new_uuid()
+    request_id = request_id or new_request_id(project_id)
     if sender is None:
-        sender = {"visitor": lead_id, "agent": _object_id(), "bot": f"bot_{_object_id()}"}.get(
-            role, "system"
-        )
+        sender = {
+            "visitor": lead_id,
+            "agent": new_object_id(),
+            "bot": f"bot_{new_object_id()}",
+        }.get(role, "system")
     names = {"visitor": "Visitor Vic ", "agent": "Ada Agent", "bot": "Bot", "system": "Bot"}
-    now = _iso_now()
+    created = iso_now()
     payload: dict[str, Any] = {
-        "_id": message_id or _object_id(),
+        "_id": message_id or new_object_id(),
         "type": "text",
         "text": text,
         "sender": sender,
@@ -442,14 +382,14 @@ def make_message_payload(
         "channel_type": "group",
         "channel": {"name": "chat21"},
         "createdBy": sender,
-        "createdAt": now,
-        "updatedAt": now,
+        "createdAt": created,
+        "updatedAt": created,
         "request": {
-            "_id": _object_id(),
+            "_id": new_object_id(),
             "request_id": request_id,
             "id_project": project_id,
             "status": 200,
-            "lead": {"_id": _object_id(), "lead_id": lead_id, "fullname": "Visitor Vic "},
+            "lead": {"_id": new_object_id(), "lead_id": lead_id, "fullname": "Visitor Vic "},
         },
     }
     if role == "system":
@@ -457,61 +397,7 @@ def make_message_payload(
     return payload
 
 
-# -- JSON Lines ----------------------------------------------------------------------------------
-def read_jsonl(path: str | Path) -> list[WebhookEvent]:
-    """Read back the events a listener appended to a JSON Lines file (``store_file``).
-
-    Lines that cannot be read (a line cut short when the machine stopped mid-write) are skipped and
-    counted in one warning; a missing file gives an empty list.
-    """
-    return list(iter_jsonl(path))
-
-
-def iter_jsonl(path: str | Path) -> Iterator[WebhookEvent]:
-    """Like :func:`read_jsonl`, one event at a time."""
-    path = Path(path)
-    if not path.exists():
-        return
-    bad: list[int] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield WebhookEvent.from_record(json.loads(line))
-            except (ValueError, AttributeError):
-                bad.append(number)
-    if bad:
-        logger.warning("%s: skipped %d unreadable line(s): %s", path, len(bad), bad[:10])
-
-
 # -- helpers ---------------------------------------------------------------------------------------
-def _parse_iso(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _hashable(value: Any) -> Any:
-    """``value`` if it can be part of a dict key, else its JSON text (a list, an object)."""
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _object_id() -> str:
-    """A fresh 24-hex id shaped like a MongoDB ObjectId (time prefix + random)."""
-    return f"{int(time.time()):08x}{uuid.uuid4().hex[:16]}"
-
-
 def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"

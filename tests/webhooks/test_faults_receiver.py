@@ -16,9 +16,9 @@ import pytest
 from support.faults import DeliveryLedger
 from support.sandbox import Receiver, World, make_world
 
+from tiledesk_tutorial.jsonl import read_jsonl
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import RetryPolicy, start_sandbox
-from tiledesk_tutorial.webhooks import read_jsonl
 
 pytestmark = pytest.mark.faults
 
