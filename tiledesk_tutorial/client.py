@@ -31,7 +31,12 @@ import requests
 from tiledesk_tutorial import wire
 from tiledesk_tutorial.config import Config, get_default
 from tiledesk_tutorial.curl import curl_for_prepared
-from tiledesk_tutorial.errors import CallContext, TiledeskError, UnexpectedResponseError
+from tiledesk_tutorial.errors import (
+    CallContext,
+    InvalidInputError,
+    TiledeskError,
+    UnexpectedResponseError,
+)
 from tiledesk_tutorial.http import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_RETRIES,
@@ -154,12 +159,12 @@ class TiledeskClient:
         :meth:`sign_in` next.
 
         Raises:
-            ValueError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
+            InvalidInputError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
         """
         config = config if config is not None else get_default()
         base_url = config.api_url or sandbox_url
         if base_url is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "TILEDESK_API_URL is not set, so the tutorial runs on the embedded sandbox: "
                 "start it (sandbox = start_sandbox()) and pass sandbox_url=sandbox.url, or set "
                 "TILEDESK_API_URL to use a real Tiledesk."
@@ -211,7 +216,7 @@ class TiledeskClient:
         """Authenticate the next calls with this token (``"JWT eyJ..."`` or the bare JWT).
 
         Raises:
-            ValueError: the token is empty, or uses ``Bearer`` (Tiledesk wants ``JWT``).
+            InvalidInputError: the token is empty, or uses ``Bearer`` (Tiledesk wants ``JWT``).
         """
         self._auth = JWTAuth(token)
 
@@ -281,7 +286,7 @@ class TiledeskClient:
         """Create an account (``POST /auth/signup``). It gives no token: call :meth:`sign_in`.
 
         Raises:
-            ValueError: an empty field, or an email without ``@``.
+            InvalidInputError: an empty field, or an email without ``@``.
             EmailAlreadyRegisteredError: the email has an account already: sign in instead.
             ValidationError: the server refused a field.
         """
@@ -310,7 +315,7 @@ class TiledeskClient:
         ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_config`).
 
         Raises:
-            ValueError: no email or password.
+            InvalidInputError: no email or password.
             AuthenticationError: unknown email, or wrong password.
         """
         email, password = self._credentials(email, password)
@@ -406,13 +411,14 @@ class TiledeskClient:
         :meth:`list_messages` before sending again.
 
         Raises:
-            ValueError: an empty text for a text message (other types, such as ``"image"`` with
-                ``metadata``, may have no text), or a malformed request or project id.
+            InvalidInputError: an empty text for a text message (other types, such as
+                ``"image"`` with ``metadata``, may have no text), or a malformed request or
+                project id.
         """
         pid = self._pid(project_id)
         _check_request_id(request_id)
         if type in (None, "text") and (text is None or not str(text).strip()):
-            raise ValueError(
+            raise InvalidInputError(
                 "the message text is empty: pass some text, e.g. send_message(request_id, "
                 "'Hello'). Only other types (type='image' with metadata=...) may have no text."
             )
@@ -429,7 +435,7 @@ class TiledeskClient:
                 body[key] = value
         for key, value in fields.items():
             if key in body:
-                raise ValueError(f"the field {key!r} is given twice: pass it once.")
+                raise InvalidInputError(f"the field {key!r} is given twice: pass it once.")
             body[key] = value
         answer = self._call(
             "send_message",
@@ -583,7 +589,7 @@ class TiledeskClient:
         ``x-hook-secret`` header. It is shown only now: keep it.
 
         Raises:
-            ValueError: ``target`` is not an http(s) URL, or ``event`` is empty.
+            InvalidInputError: ``target`` is not an http(s) URL, or ``event`` is empty.
         """
         pid = self._pid(project_id)
         body = {"event": _check_event(event), "target": _check_target(target)}
@@ -649,7 +655,7 @@ class TiledeskClient:
         """
         pid = self._pid(project_id)
         if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-            raise ValueError(f"page must be 0 or more, not {page!r}.")
+            raise InvalidInputError(f"page must be 0 or more, not {page!r}.")
         answer = self._call(
             "subscription_history",
             "GET",
@@ -712,7 +718,7 @@ class TiledeskClient:
         email = email if email is not None else self._email
         password = password if password is not None else self._password
         if not email or not password:
-            raise ValueError(
+            raise InvalidInputError(
                 "an email and a password are needed: pass them, or set TILEDESK_EMAIL and "
                 "TILEDESK_PASSWORD (in the environment or a .env file) and use from_config()."
             )
@@ -722,7 +728,7 @@ class TiledeskClient:
     def _pid(self, project_id: str | None) -> str:
         pid = project_id if project_id is not None else self._project_id
         if pid is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "no project id: pass project_id=..., or set client.project_id (from "
                 "TILEDESK_PROJECT_ID, or `project.id` after create_project())."
             )
@@ -742,7 +748,7 @@ class TiledeskClient:
 
 def _check_project_id(value: Any) -> str:
     if not isinstance(value, str) or not is_object_id(value.strip()):
-        raise ValueError(
+        raise InvalidInputError(
             f"{value!r} is not a Tiledesk project id: a project id is 24 hexadecimal characters, "
             "such as '6b0690cb0ed30d16ca8ddc1a' (use `project.id`, or the id under Project "
             "Settings in the dashboard)."
@@ -752,9 +758,11 @@ def _check_project_id(value: Any) -> str:
 
 def _check_request_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("the request id is empty: make one with new_request_id(project_id).")
+        raise InvalidInputError(
+            "the request id is empty: make one with new_request_id(project_id)."
+        )
     if "/" in value or any(c.isspace() for c in value):
-        raise ValueError(
+        raise InvalidInputError(
             f"the request id {value!r} has a '/' or a space; make one with new_request_id()."
         )
     return value
@@ -762,26 +770,26 @@ def _check_request_id(value: Any) -> str:
 
 def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip() or "/" in value:
-        raise ValueError(f"{value!r} is not a valid {what}.")
+        raise InvalidInputError(f"{value!r} is not a valid {what}.")
     return value.strip()
 
 
 def _check_nonempty(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"the {what} is empty.")
+        raise InvalidInputError(f"the {what} is empty.")
     return value
 
 
 def _check_email(value: Any) -> str:
     if not isinstance(value, str) or "@" not in value or not value.strip():
-        raise ValueError(f"{value!r} is not an email address.")
+        raise InvalidInputError(f"{value!r} is not an email address.")
     return value
 
 
 def _check_target(value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
+        raise InvalidInputError(
             f"the webhook target {value!r} is not an http:// or https:// URL. Tiledesk POSTs "
             "each event there, so it must be reachable from the Tiledesk server (a public URL, "
             "e.g. from ngrok, for a real Tiledesk)."
@@ -791,7 +799,7 @@ def _check_target(value: Any) -> str:
 
 def _check_event(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-        raise ValueError(
+        raise InvalidInputError(
             f"{value!r} is not an event name; use e.g. 'message.create', 'request.create', "
             "'request.update' or 'request.close'."
         )
@@ -815,25 +823,27 @@ def _status_param(status: int | str | Iterable[int | str] | None) -> str | None:
             code = int(text) if text.isdigit() else _STATUS_BY_NAME.get(text)
         if code is None:
             names = ", ".join(f"{n} ({c})" for c, n in REQUEST_STATUS.items())
-            raise ValueError(f"{item!r} is not a request status; use 'all' or one of {names}.")
+            raise InvalidInputError(
+                f"{item!r} is not a request status; use 'all' or one of {names}."
+            )
         codes.append(str(code))
     if not codes:
-        raise ValueError("status is an empty list: pass None for the default, or 'all'.")
+        raise InvalidInputError("status is an empty list: pass None for the default, or 'all'.")
     return ",".join(codes)
 
 
 def _page_params(page: int, limit: int, status: Any, filters: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-        raise ValueError(f"page must be 0 or more (0 is the first page), not {page!r}.")
+        raise InvalidInputError(f"page must be 0 or more (0 is the first page), not {page!r}.")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-        raise ValueError(
+        raise InvalidInputError(
             f"limit must be between 1 and {_MAX_LIMIT}, not {limit!r} (Tiledesk would silently "
             "use 40 instead)."
         )
     params: dict[str, Any] = {"page": page, "limit": limit, "status": _status_param(status)}
     for key, value in filters.items():
         if key in params:
-            raise ValueError(f"{key!r} is given twice.")
+            raise InvalidInputError(f"{key!r} is given twice.")
         params[key] = str(value).lower() if isinstance(value, bool) else value
     return params
 

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.client import RemoteDisconnected
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import requests
+import urllib3
 
 from tiledesk_tutorial.redact import redact_jwts
 from tiledesk_tutorial.wire import bare_token, retry_after_seconds
@@ -357,13 +363,19 @@ def unexpected_body_error(
 def error_for_transport_failure(
     exc: BaseException, *, method: str, url: str, context: CallContext
 ) -> TiledeskConnectionError:
-    """Turn a ``requests``/``urllib3`` transport failure into a :class:`TiledeskConnectionError`."""
+    """Turn a ``requests``/``urllib3`` transport failure into a :class:`TiledeskConnectionError`.
+
+    The kind of failure is read from the exception classes in ``exc``'s chain (requests wraps
+    urllib3, which wraps the socket's own error), never from their messages.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     where = f"{host}:{parts.port}" if parts.port else host
     chain = _exception_chain(exc)
-    names = {type(e).__name__ for e in chain}
-    text = " ".join(str(e) for e in chain)
+
+    def caused_by(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
     kwargs: dict[str, Any] = {"method": method, "url": url, "secrets": context.secrets}
     maybe_sent = (
         ""
@@ -372,21 +384,21 @@ def error_for_transport_failure(
         "before sending it again, so as not to post it twice."
     )
 
-    if "ReadTimeout" in names or "ReadTimeoutError" in names:
+    if caused_by(requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
         hint = "the server is slow or stuck: try again, or give the client a larger timeout=."
         return TiledeskTimeoutError(
             "no answer within the client's timeout (read timeout).",
             hint=hint + maybe_sent,
             **kwargs,
         )
-    if "NameResolutionError" in names or "Name or service not known" in text:
+    if caused_by(urllib3.exceptions.NameResolutionError, socket.gaierror):
         return TiledeskConnectionError(
             f"the host name {host!r} could not be resolved.",
             hint="check the spelling of the base URL (TILEDESK_API_URL) and your network; "
             "on a workshop network, a proxy or captive portal may need a login first.",
             **kwargs,
         )
-    if "refused" in text.lower():
+    if caused_by(ConnectionRefusedError):
         if host in _LOOPBACK_HOSTS or host.startswith("127."):
             hint = (
                 f"nothing is listening on {where}. If you use the embedded sandbox, it is not "
@@ -398,20 +410,20 @@ def error_for_transport_failure(
         return TiledeskConnectionError(
             f"could not connect to {where} (connection refused).", hint=hint, **kwargs
         )
-    if "ConnectTimeout" in names or "ConnectTimeoutError" in names:
+    if caused_by(requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
         return TiledeskTimeoutError(
             f"could not connect to {where} within the client's timeout.",
             hint="the host did not answer: check the URL, your network, or a firewall/proxy.",
             **kwargs,
         )
-    if "SSLError" in names:
+    if caused_by(requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError):
         return TiledeskConnectionError(
             f"the TLS (https) handshake with {where} failed.",
             hint="use http:// for a local server, or check the certificate of your server "
             "(a corporate proxy may intercept https).",
             **kwargs,
         )
-    if {"ProtocolError", "RemoteDisconnected", "ConnectionResetError"} & names:
+    if caused_by(urllib3.exceptions.ProtocolError, ConnectionResetError, RemoteDisconnected):
         return TiledeskConnectionError(
             f"the connection to {where} was closed before an answer came.",
             hint=("try again." if context.retry_safe else maybe_sent.strip()),

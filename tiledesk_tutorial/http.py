@@ -170,9 +170,9 @@ def build_session(
     agent's and a visitor's clients that share one session independent.
     """
     if retries < 0:
-        raise ValueError(f"retries must be 0 or more, not {retries!r}.")
+        raise InvalidInputError(f"retries must be 0 or more, not {retries!r}.")
     if backoff_factor < 0:
-        raise ValueError(f"backoff_factor must be 0 or more, not {backoff_factor!r}.")
+        raise InvalidInputError(f"backoff_factor must be 0 or more, not {backoff_factor!r}.")
     retry = _Retry(
         total=retries,
         connect=retries,
@@ -340,7 +340,7 @@ def _checked_timeout(timeout: Timeout) -> Timeout:
         or len(values) > 2
         or any(isinstance(v, bool) or not isinstance(v, int | float) or v <= 0 for v in values)
     ):
-        raise ValueError(
+        raise InvalidInputError(
             f"timeout must be a positive number of seconds or a (connect, read) pair, "
             f"not {timeout!r}."
         )

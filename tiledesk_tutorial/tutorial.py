@@ -41,7 +41,7 @@ import requests
 
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
-from tiledesk_tutorial.errors import AuthenticationError, TiledeskError
+from tiledesk_tutorial.errors import AuthenticationError, TiledeskError, TiledeskTutorialError
 from tiledesk_tutorial.models import DeliveryLog, Project
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,12 +79,8 @@ _asked: dict[str, str] = {}
 _lock = threading.RLock()
 
 
-class TutorialError(RuntimeError):
-    """The tutorial cannot go on; the message says what is wrong and what to do."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback: the reason is the whole story.
-        return [f"{type(self).__name__}: {self}"]
+class TutorialError(TiledeskTutorialError):
+    """The tutorial cannot go on; the message says what is wrong, the hint what to do."""
 
 
 def probe_sandbox(url: str, *, timeout: float = 1.0, require_mark: bool = True) -> bool:
@@ -399,9 +395,10 @@ class Tutorial:
             password = self._ask(f"Password for {email} (not shown, not stored): ", True)
         if not email or "@" not in email or not password:
             raise TutorialError(
-                f"live mode ({self.api_url}) needs your Tiledesk account: set TILEDESK_EMAIL and "
-                "TILEDESK_PASSWORD in a .env file next to the notebooks (or in Colab's secrets), "
-                "or type them when asked. To use the sandbox instead, unset TILEDESK_API_URL."
+                f"live mode ({self.api_url}) needs your Tiledesk account.",
+                hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD in a .env file next to the "
+                "notebooks (or in Colab's secrets), or type them when asked. To use the sandbox "
+                "instead, unset TILEDESK_API_URL.",
             )
         _asked[f"{self.api_url} email"] = email
         _asked[f"{self.api_url} password"] = password
@@ -416,8 +413,9 @@ class Tutorial:
             if self.is_live:
                 _asked.pop(f"{self.api_url} password", None)
                 raise TutorialError(
-                    f"{self.api_url} refused to sign in {account.email}: check TILEDESK_EMAIL and "
-                    "TILEDESK_PASSWORD (or sign up first: notebook 01 does it)."
+                    f"{self.api_url} refused to sign in {account.email}.",
+                    hint="check TILEDESK_EMAIL and TILEDESK_PASSWORD (or sign up first: notebook "
+                    "01 does it).",
                 ) from None
         # A sandbox that does not know the account: its data folder is new, or another sandbox
         # answers on this port. Sign the same throw-away account up again.
@@ -459,11 +457,13 @@ def _ask(prompt: str, secret: bool) -> str:
     try:
         return getpass.getpass(prompt) if secret else input(prompt)
     except (EOFError, KeyboardInterrupt):
-        raise TutorialError("no answer was given.") from None
+        raise TutorialError(
+            "no answer was given.", hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD instead."
+        ) from None
     except Exception as exc:  # StdinNotImplementedError in a kernel that cannot prompt
         raise TutorialError(
-            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}): set "
-            "TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file."
+            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}).",
+            hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file.",
         ) from None
 
 

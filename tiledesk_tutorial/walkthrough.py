@@ -24,7 +24,7 @@ import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import get_default
-from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
+from tiledesk_tutorial.errors import EmailAlreadyRegisteredError, TiledeskTutorialError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.redact import redact
@@ -50,12 +50,12 @@ _WIDTH = 47
 _FORGED_SECRET = "not-the-subscription-secret-0123456789abcdef"  # noqa: S105
 
 
-class WalkthroughFailed(RuntimeError):
+class WalkthroughFailed(TiledeskTutorialError):
     """A step failed; ``step`` names it and the message says why."""
 
     def __init__(self, step: str, reason: str) -> None:
-        super().__init__(reason)
         self.step = step
+        super().__init__(reason)
 
 
 @dataclass
@@ -303,8 +303,9 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
 
 def _cannot_ask(prompt: str, secret: bool) -> str:
     raise TutorialError(
-        "live mode needs your Tiledesk account: set TILEDESK_EMAIL and TILEDESK_PASSWORD "
-        "(environment or .env), or run the walkthrough in a terminal to be asked."
+        "live mode needs your Tiledesk account.",
+        hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD (environment or .env), or run the "
+        "walkthrough in a terminal to be asked.",
     )
 
 

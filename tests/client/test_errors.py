@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 import requests
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import MaxRetryError, NameResolutionError, ProtocolError, SSLError
+from urllib3.exceptions import (
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    SSLError,
+)
 
 from tiledesk_tutorial.errors import (
     AuthenticationError,
@@ -145,12 +151,24 @@ def test_dropped_connection_on_a_post_warns_about_duplicates() -> None:
 
 
 def test_refused_on_a_remote_host_does_not_blame_the_sandbox() -> None:
-    exc = requests.ConnectionError("[Errno 111] Connection refused")
+    refused = ConnectionRefusedError(111, "Connection refused")
+    exc = _wrapped(NewConnectionError(HTTPConnection("tiledesk.example.com"), "Failed"))
+    exc.args[0].reason.__cause__ = refused  # how urllib3 raises it: `from` the socket's error
     error = error_for_transport_failure(
         exc, method="GET", url="https://tiledesk.example.com:8443/x", context=CallContext()
     )
     assert "tiledesk.example.com:8443 refused the connection" in str(error)
     assert "sandbox" not in str(error)
+
+
+def test_failures_are_classified_by_their_classes_not_their_words() -> None:
+    # A message that only *says* "refused" or "timed out" is no refusal or timeout.
+    for words in ("[Errno 111] Connection refused", "ReadTimeoutError: timed out"):
+        error = error_for_transport_failure(
+            requests.ConnectionError(words), method="GET", url="http://h/x", context=CallContext()
+        )
+        assert type(error) is TiledeskConnectionError
+        assert "failed before an answer came" in str(error)
 
 
 def _ipython(code: str) -> str:

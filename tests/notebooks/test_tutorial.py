@@ -252,7 +252,9 @@ def test_live_mode_wrong_password_says_what_to_check(
     with pytest.raises(TutorialError, match=re.escape(f"refused to sign in {email}")) as info:
         tt.agent()
     assert "wrong-password" not in str(info.value)
-    assert info.value._render_traceback_() == [f"TutorialError: {info.value}"]
+    shown = info.value._render_traceback_()  # what a notebook shows: no traceback soup
+    assert shown[:2] == [f"TutorialError: {info.value.summary}", f"Hint: {info.value.hint}"]
+    assert "TILEDESK_PASSWORD" in shown[1] and not any("Traceback" in line for line in shown)
     tt.close()
 
 
