@@ -37,16 +37,6 @@ from tiledesk_tutorial.errors import (
     TiledeskError,
     UnexpectedResponseError,
 )
-from tiledesk_tutorial.http import (
-    DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    ApiResponse,
-    BasicAuth,
-    JWTAuth,
-    Timeout,
-    Transport,
-)
 from tiledesk_tutorial.models import (
     AuthResult,
     DeliveryLog,
@@ -57,6 +47,16 @@ from tiledesk_tutorial.models import (
     RequestPage,
     Subscription,
     User,
+)
+from tiledesk_tutorial.session import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    ApiResponse,
+    BasicAuth,
+    JWTAuth,
+    Timeout,
+    Transport,
 )
 from tiledesk_tutorial.wire import REQUEST_STATUS, SECRET_HEADER, is_object_id
 

@@ -22,7 +22,7 @@ from support.client import (
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
-from tiledesk_tutorial import http
+from tiledesk_tutorial import session
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.errors import (
     AuthenticationError,
@@ -357,7 +357,7 @@ def test_429_with_a_long_retry_after_fails_at_once(
     assert info.value.retry_after == 120.0
     checked(info.value, "429", "wait 120 s")
     assert len(replay.received) == 1
-    assert http.MAX_RETRY_AFTER < 120
+    assert session.MAX_RETRY_AFTER < 120
 
 
 def test_429_on_send_is_not_retried(replay: ReplayServer, agent: TiledeskClient) -> None:

@@ -56,7 +56,7 @@ __all__ = [
     "normalize_token",
 ]
 
-log = logging.getLogger("tiledesk_tutorial.http")
+log = logging.getLogger("tiledesk_tutorial.session")
 
 #: Seconds to wait for a connection and then for an answer, unless the client says otherwise.
 DEFAULT_TIMEOUT: float = 15.0
