@@ -16,15 +16,17 @@ A typical notebook plays both sides of a conversation with two clients::
     agent.send_message(request_id, "Hi John, how can I help?", project_id=project.id)
 
 Each call leaves its curl equivalent in ``client.last_curl`` (secrets redacted); with
-``show_curl=True`` the client prints it before sending.
+``show_curl=True`` the client prints it before sending. Every call goes through one short
+function, :meth:`TiledeskClient._call`: the ``requests`` call, its curl, and the error it becomes.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
@@ -36,6 +38,8 @@ from tiledesk_tutorial.errors import (
     InvalidInputError,
     TiledeskError,
     UnexpectedResponseError,
+    check_answer,
+    error_for_transport_failure,
 )
 from tiledesk_tutorial.models import (
     AuthResult,
@@ -52,11 +56,13 @@ from tiledesk_tutorial.session import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    ApiResponse,
+    RETRY_METHODS,
     BasicAuth,
     JWTAuth,
     Timeout,
-    Transport,
+    build_session,
+    checked_timeout,
+    normalize_base_url,
 )
 from tiledesk_tutorial.wire import REQUEST_STATUS, SECRET_HEADER, is_object_id
 
@@ -116,14 +122,10 @@ class TiledeskClient:
         session: requests.Session | None = None,
     ) -> None:
         self._init(
-            Transport(
-                base_url,
-                timeout=timeout,
-                retries=retries,
-                backoff_factor=backoff_factor,
-                session=session,
-            ),
-            owns_transport=True,
+            normalize_base_url(base_url),
+            checked_timeout(timeout),
+            session or build_session(retries=retries, backoff_factor=backoff_factor),
+            owns_session=session is None,
         )
         self._email = email
         self._password = password
@@ -132,9 +134,13 @@ class TiledeskClient:
         if token is not None:
             self.use_token(token)
 
-    def _init(self, transport: Transport, *, owns_transport: bool) -> None:
-        self._transport = transport
-        self._owns_transport = owns_transport
+    def _init(
+        self, base_url: str, timeout: Timeout, session: requests.Session, *, owns_session: bool
+    ) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._session = session
+        self._owns_session = owns_session
         self._auth: JWTAuth | BasicAuth | None = None
         self._email: str | None = None
         self._password: str | None = None
@@ -179,12 +185,12 @@ class TiledeskClient:
     @property
     def base_url(self) -> str:
         """The API's base URL, without a trailing slash."""
-        return self._transport.base_url
+        return self._base_url
 
     @property
     def timeout(self) -> Timeout:
         """Seconds to wait for a connection and for each answer."""
-        return self._transport.timeout
+        return self._timeout
 
     @property
     def project_id(self) -> str | None:
@@ -241,7 +247,7 @@ class TiledeskClient:
         keeps its own identity. Each call makes a new visitor (Tiledesk has no visitor login).
         """
         visitor = TiledeskClient.__new__(TiledeskClient)
-        visitor._init(self._transport, owns_transport=False)
+        visitor._init(self._base_url, self._timeout, self._session, owns_session=False)
         visitor.show_curl = self.show_curl
         visitor.sign_in_anonymously(
             project_id or self.project_id,
@@ -254,9 +260,10 @@ class TiledeskClient:
         return visitor
 
     def close(self) -> None:
-        """Release the connection pool (not shared with clients made by :meth:`as_visitor`)."""
-        if self._owns_transport:
-            self._transport.close()
+        """Release the connection pool (not shared with clients made by :meth:`as_visitor`, nor a
+        ``session`` passed in)."""
+        if self._owns_session:
+            self._session.close()
 
     def __enter__(self) -> TiledeskClient:
         return self
@@ -672,7 +679,7 @@ class TiledeskClient:
         self,
         operation: str,
         method: str,
-        segments: tuple[str, ...],
+        path: tuple[str, ...],
         json_body: Any = None,
         *,
         params: Mapping[str, Any] | None = None,
@@ -680,15 +687,24 @@ class TiledeskClient:
         project_id: str | None = None,
         required_role: str | None = None,
         secrets: tuple[str, ...] = (),
-    ) -> ApiResponse:
-        url = self._transport.url_for(*segments, params=params)
+    ) -> Answer:
+        """Make one API call: build the request, show it as curl, send it, read the answer.
+
+        Any failure (no answer, an error status, a body that is not the API's JSON) is raised as
+        the :class:`~tiledesk_tutorial.errors.TiledeskError` that says what went wrong, with the
+        call's curl in it.
+        """
         credentials = self._auth if auth else None
-        prepared = self._transport.prepare(method, url, json_body=json_body, auth=credentials)
-        curl = curl_for_prepared(prepared)
-        self.last_curl = curl
+        url = self._url(path, params)
+        request = requests.Request(method, url, json=json_body, auth=credentials)
+        if json_body is None and method in ("POST", "PUT", "PATCH"):
+            request.headers["Content-Type"] = "application/json"
+        prepared = self._session.prepare_request(request)
+        self.last_curl = curl = curl_for_prepared(prepared)
         log.debug("%s as curl:\n%s", operation, curl)
         if self.show_curl:
             print(curl)  # an opt-in teaching aid: the notebook shows the call next to the code
+        # What an error needs to say what probably went wrong (and which secrets to hide).
         context = CallContext(
             operation=operation,
             base_url=self.base_url,
@@ -696,14 +712,24 @@ class TiledeskClient:
             caller_kind=credentials.subject if isinstance(credentials, JWTAuth) else None,
             project_id=project_id,
             required_role=required_role,
-            retry_safe=method.upper() in ("GET", "HEAD", "DELETE", "OPTIONS"),
+            retry_safe=method in RETRY_METHODS,
             secrets=(*self._secrets(), *secrets),
+            curl=curl,
         )
         try:
-            return self._transport.send(prepared, context=context)
-        except TiledeskError as exc:
-            exc.curl = curl
-            raise
+            response = self._session.send(prepared, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:  # no answer: refused, unresolvable, timed out
+            raise error_for_transport_failure(
+                exc, method=method, url=prepared.url or "", context=context
+            ) from None
+        data = check_answer(response, context=context)  # an error status raises its TiledeskError
+        return Answer(response.status_code, response.headers, data, prepared.url or "")
+
+    def _url(self, path: tuple[str, ...], params: Mapping[str, Any] | None = None) -> str:
+        """The full URL of a path given as segments (each percent-encoded) and a query."""
+        url = self.base_url + "/" + "/".join(quote(str(s), safe="") for s in path)
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return url + "?" + urlencode(query, safe=",") if query else url
 
     def _adopt(self, result: AuthResult) -> None:
         if not result.token:
@@ -854,21 +880,31 @@ def _scheme(auth: JWTAuth | BasicAuth | None) -> str:
     return "basic" if isinstance(auth, BasicAuth) else "none"
 
 
-def _object(answer: ApiResponse) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Answer:
+    """A successful answer: its status, headers and parsed JSON (``None`` for an empty body)."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+    url: str
+
+
+def _object(answer: Answer) -> dict[str, Any]:
     """The answer's JSON object; anything else means the server is not the API we expect."""
     if isinstance(answer.data, dict):
         return answer.data
     raise _shape_error(answer, "a JSON object")
 
 
-def _array(answer: ApiResponse) -> list[Any]:
+def _array(answer: Answer) -> list[Any]:
     """The answer's JSON array; anything else means the server is not the API we expect."""
     if isinstance(answer.data, list):
         return answer.data
     raise _shape_error(answer, "a JSON array")
 
 
-def _shape_error(answer: ApiResponse, expected: str) -> UnexpectedResponseError:
+def _shape_error(answer: Answer, expected: str) -> UnexpectedResponseError:
     got = type(answer.data).__name__ if answer.data is not None else "an empty body"
     return UnexpectedResponseError(
         f"the server answered {answer.status} with {got} where {expected} was expected.",

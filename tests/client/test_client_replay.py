@@ -102,7 +102,7 @@ def test_visitor_signs_in_anonymously_and_starts_a_conversation(
     assert visitor.token == VISITOR_TOKEN and agent.token == AGENT_TOKEN
     assert visitor.project_id == PROJECT_ID
     assert visitor.user is not None and visitor.user.full_name == "Visitor Vic"
-    assert visitor._transport is agent._transport  # one connection pool for both
+    assert visitor._session is agent._session  # one connection pool for both
 
     message = visitor.send_message(REQUEST_ID, "Hello, I need help with my order")
     sent = replay.requests_to("POST", MESSAGES_PATH)[0]

@@ -6,6 +6,7 @@ of its own for each test.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -250,3 +251,13 @@ def test_sandbox_not_running() -> None:
     with pytest.raises(TiledeskConnectionError) as info:
         TiledeskClient(url, retries=0).sign_in(EMAIL, PASSWORD)
     check(info.value, "connection refused", "sandbox, it is not running", "start_sandbox()")
+
+
+def test_the_request_path_is_one_function_a_learner_can_read() -> None:
+    """Opening client.py to see how a call is made: the requests call, its curl and the error it
+    becomes are in one short function."""
+    source = inspect.getsource(TiledeskClient._call)
+    for step in ("requests.Request(", "curl_for_prepared(", ".send(", "check_answer("):
+        assert step in source, step
+    assert "error_for_transport_failure(" in source
+    assert len(source.splitlines()) <= 60

@@ -203,11 +203,11 @@ def test_notebooks_show_the_learners_line_not_library_frames() -> None:
     assert "Hint: nothing is listening" in out
     assert re.search(r'Raised by line \d: client.sign_in\("ada@example.com", "\*\*\*"\)', out)
     assert "Passw0rd-in-cell" not in out  # even the learner's own literal is hidden
-    assert "Traceback" not in out and "urllib3" not in out and "session.py" not in out
+    assert "Traceback" not in out and "urllib3" not in out and "client.py" not in out
 
 
 def test_full_tracebacks_can_be_switched_back_on() -> None:
     cell = "import tiledesk_tutorial.errors as e; e.SHORT_TRACEBACKS = False" + FAILING_CELL
     out = _ipython(cell.format(port=_free_port()))
-    assert "client.py" in out and "session.py" in out
+    assert "client.py" in out and "TiledeskClient._call" in out  # where the call is made
     assert "TiledeskConnectionError" in out and "Raised by line" not in out
