@@ -28,13 +28,13 @@ from tiledesk_tutorial.errors import EmailAlreadyRegisteredError, TiledeskTutori
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.redact import redact
+from tiledesk_tutorial.state import TutorialState
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
     AGENT_FIRSTNAME,
     AGENT_LASTNAME,
     Tutorial,
     TutorialError,
-    TutorialState,
     delivery_history,
 )
 from tiledesk_tutorial.webhooks import make_delivery, make_message_payload

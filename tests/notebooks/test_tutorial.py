@@ -17,15 +17,10 @@ from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import get_default, load_config
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
+from tiledesk_tutorial.sandbox_discovery import probe_sandbox, stop_kernel_sandbox
+from tiledesk_tutorial.state import Account, TutorialState
 from tiledesk_tutorial.tunnel import webhook_target
-from tiledesk_tutorial.tutorial import (
-    Account,
-    Tutorial,
-    TutorialError,
-    TutorialState,
-    probe_sandbox,
-    start,
-)
+from tiledesk_tutorial.tutorial import Tutorial, TutorialError, start
 
 PASSWORD = "Real-Passw0rd-never-stored"
 
@@ -40,7 +35,7 @@ def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def kernel_sandbox() -> Iterator[None]:
     """Make sure a sandbox that a test made `start()` run in-process is stopped afterwards."""
     yield
-    tutorial.stop_kernel_sandbox()
+    stop_kernel_sandbox()
 
 
 def _state(home: Path) -> dict:
