@@ -23,6 +23,7 @@ function, :meth:`TiledeskClient._call`: the ``requests`` call, its curl, and the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -672,6 +673,24 @@ class TiledeskClient:
             required_role="admin",
         )
         return [DeliveryLog.from_json(item) for item in _array(answer)]
+
+    def wait_for_subscription_history(
+        self, at_least: int = 1, *, timeout: float = 5.0, project_id: str | None = None
+    ) -> list[DeliveryLog]:
+        """The recorded webhook deliveries (newest first) once ``at_least`` of them are there.
+
+        A server records a delivery just after sending it, so the last ones may be missing for a
+        moment: this asks :meth:`subscription_history` again (every 0.1 s) until ``at_least``
+        entries are there or ``timeout`` seconds pass, then returns what there is. A server that
+        does not record deliveries (a self-hosted Tiledesk without
+        ``SUBSCRIPTION_LOG_ENABLED=true``) gives an empty list after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        history = self.subscription_history(project_id=project_id)
+        while len(history) < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+            history = self.subscription_history(project_id=project_id)
+        return history
 
     # --- the one place calls go through ----------------------------------------------------
 

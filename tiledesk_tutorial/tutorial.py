@@ -20,7 +20,6 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,14 +27,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
 from tiledesk_tutorial.errors import AuthenticationError, TiledeskError, TiledeskTutorialError
-from tiledesk_tutorial.models import DeliveryLog, Project
+from tiledesk_tutorial.models import Project
 from tiledesk_tutorial.sandbox_discovery import DEFAULT_SANDBOX_PORT, find_sandbox
 from tiledesk_tutorial.state import Account, TutorialState, new_local_account
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.sandbox import SandboxHandle
 
-__all__ = ["Tutorial", "TutorialError", "delivery_history", "start"]
+__all__ = ["Tutorial", "TutorialError", "start"]
 
 log = logging.getLogger("tiledesk_tutorial.tutorial")
 
@@ -364,22 +363,3 @@ def start(
         where=where,
         say=say,
     )
-
-
-def delivery_history(
-    client: TiledeskClient, *, at_least: int = 1, timeout: float = 5.0
-) -> list[DeliveryLog]:
-    """The project's recorded webhook deliveries, newest first, once ``at_least`` are there.
-
-    A server records a delivery just after sending it, so the last ones may be missing for a
-    moment: this asks again (every 0.1 s) until ``at_least`` entries are there or ``timeout``
-    seconds pass, then returns what there is. A server that does not record deliveries (a
-    self-hosted Tiledesk without ``SUBSCRIPTION_LOG_ENABLED=true``) gives an empty list after
-    ``timeout``.
-    """
-    deadline = time.monotonic() + timeout
-    history = client.subscription_history()
-    while len(history) < at_least and time.monotonic() < deadline:
-        time.sleep(0.1)
-        history = client.subscription_history()
-    return history

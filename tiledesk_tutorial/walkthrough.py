@@ -35,7 +35,6 @@ from tiledesk_tutorial.tutorial import (
     AGENT_LASTNAME,
     Tutorial,
     TutorialError,
-    delivery_history,
 )
 from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
@@ -186,7 +185,7 @@ def _forged(run: _Run) -> str:
 def _history(run: _Run) -> str:
     assert run.agent is not None and run.listener is not None
     # Servers record a delivery just after sending it: give the last ones a moment to appear.
-    logs = delivery_history(run.agent, at_least=run.listener.stats["kept"], timeout=3.0)
+    logs = run.agent.wait_for_subscription_history(run.listener.stats["kept"], timeout=3.0)
     if not logs:
         return "empty: this server does not log deliveries (SUBSCRIPTION_LOG_ENABLED is off)"
     ok = sum(1 for entry in logs if entry.ok)

@@ -13,7 +13,7 @@ import pytest
 from support.tutorial import clean_tutorial_env, free_port
 
 from tiledesk_tutorial import tutorial
-from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.config import get_default, load_config
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
@@ -328,25 +328,6 @@ def test_a_second_sandbox_on_the_shared_port_is_found(home: Path) -> None:
     with start_sandbox(port=0) as running:
         tt = start(sandbox_port=running.port, quiet=True)
         assert tt.api_url == running.url and tt.sandbox is None
-
-
-def test_delivery_history_waits_for_the_deliveries_to_be_recorded(
-    sandbox_session: SandboxHandle,
-) -> None:
-    with TiledeskClient(sandbox_session.url) as agent, WebhookListener() as listener:
-        email = _email()
-        agent.sign_up(email, PASSWORD, "Ada", "Lovelace")
-        agent.sign_in(email, PASSWORD)
-        agent.project_id = agent.create_project("History").id
-        listener.add_secret(agent.create_subscription(listener.url).secret)
-        visitor = agent.as_visitor(firstname="John")
-        rid = new_request_id(agent.project_id)
-        visitor.send_message(rid, "one")
-        agent.send_message(rid, "two")
-        history = tutorial.delivery_history(agent, at_least=2)
-        assert [(h.event, h.status_code) for h in history] == [("message.create", 200)] * 2
-        # More than will ever come: it gives up after the timeout with what there is.
-        assert len(tutorial.delivery_history(agent, at_least=99, timeout=0.3)) == 2
 
 
 def test_start_with_an_env_file_is_what_the_tunnel_and_the_client_see(
