@@ -15,10 +15,7 @@ from support.client import (
     MESSAGES_PATH,
     PROJECT_ID,
     REQUEST_ID,
-    agent,
     assert_no_secret,
-    replay,
-    visitor,
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
@@ -37,8 +34,6 @@ from tiledesk_tutorial.errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-
-__all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
 OTHER_PROJECT = "5f0000000000000000000000"
 

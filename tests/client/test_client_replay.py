@@ -19,18 +19,13 @@ from support.client import (
     REQUEST_ID,
     SUBSCRIPTION_SECRET,
     VISITOR_TOKEN,
-    agent,
     assert_no_secret,
-    replay,
-    visitor,
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.models import Message, Request, RequestPage, Subscription
-
-__all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
 SUB_ID = "6b0690cd0ed30d16ca8ddcd0"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.net import free_port
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     MaxRetryError,
@@ -191,14 +192,8 @@ client.sign_in("ada@example.com", "Passw0rd-in-cell")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: nothing listens there
-
-
 def test_notebooks_show_the_learners_line_not_library_frames() -> None:
-    out = _ipython(FAILING_CELL.format(port=_free_port()))
+    out = _ipython(FAILING_CELL.format(port=free_port()))
     assert "TiledeskConnectionError: POST http://127.0.0.1:" in out
     assert "Hint: nothing is listening" in out
     assert re.search(r'Raised by line \d: client.sign_in\("ada@example.com", "\*\*\*"\)', out)
@@ -208,6 +203,6 @@ def test_notebooks_show_the_learners_line_not_library_frames() -> None:
 
 def test_full_tracebacks_can_be_switched_back_on() -> None:
     cell = "import tiledesk_tutorial.errors as e; e.SHORT_TRACEBACKS = False" + FAILING_CELL
-    out = _ipython(cell.format(port=_free_port()))
+    out = _ipython(cell.format(port=free_port()))
     assert "client.py" in out and "TiledeskClient._call" in out  # where the call is made
     assert "TiledeskConnectionError" in out and "Raised by line" not in out

@@ -6,36 +6,22 @@ import json
 import re
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.tutorial import clean_tutorial_env, free_port
+from support.net import free_port
 
 from tiledesk_tutorial import tutorial
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.config import get_default, load_config
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
-from tiledesk_tutorial.sandbox_discovery import probe_sandbox, stop_kernel_sandbox
+from tiledesk_tutorial.sandbox_discovery import probe_sandbox
 from tiledesk_tutorial.state import Account, TutorialState
 from tiledesk_tutorial.tunnel import webhook_target
 from tiledesk_tutorial.tutorial import Tutorial, TutorialError, start
 
 PASSWORD = "Real-Passw0rd-never-stored"
-
-
-@pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A clean environment with the tutorial's home in a temporary folder."""
-    return clean_tutorial_env(monkeypatch, tmp_path / "home")
-
-
-@pytest.fixture
-def kernel_sandbox() -> Iterator[None]:
-    """Make sure a sandbox that a test made `start()` run in-process is stopped afterwards."""
-    yield
-    stop_kernel_sandbox()
 
 
 def _state(home: Path) -> dict:
