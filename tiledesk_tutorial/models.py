@@ -154,6 +154,11 @@ class AuthResult(_Model):
         return unverified_claims(self.token)
 
     @property
+    def redacted_token(self) -> str:
+        """The token as it may be shown: ``JWT eyJh…(N chars)``."""
+        return redact(self.token)
+
+    @property
     def is_visitor(self) -> bool:
         """True for an anonymous visitor's token (claim ``sub`` is ``"guest"``)."""
         return self.claims.get("sub") == SUBJECT_GUEST

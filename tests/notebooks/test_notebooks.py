@@ -249,6 +249,10 @@ def test_committed_notebook_is_clean_and_follows_the_skeleton(name: str) -> None
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: {cell.id}"
             assert len(cell.source.splitlines()) <= 8, f"{name}: cell {cell.id} is long"
+            # Notebooks teach with the package's front door; the tests check the internals.
+            assert not re.search(r"from tiledesk_tutorial\.\w+ import", cell.source), cell.id
+            for internal in (".html", ".stats", "status_text", "count_text", "._"):
+                assert internal not in cell.source, f"{name}: cell {cell.id} reads {internal}"
     text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
     for heading in ("**What you will learn**", "**Prerequisites:**", "**Time:**", "## Summary"):
         assert heading in text, f"{name} lacks {heading}"

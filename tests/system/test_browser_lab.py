@@ -24,7 +24,6 @@ from support.browser import (
     REPO,
     JupyterLab,
     PageErrors,
-    launch_chromium,
     needs_chromium,
     output_dir,
     save_screenshot,
@@ -75,12 +74,6 @@ class LabRun:
         """The tutorial's entry for this sandbox: email, password, project id (state.json)."""
         state = json.loads((self.tutorial_home / "state.json").read_text())
         return state["servers"][self.sandbox.url]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium() as chromium:
-        yield chromium
 
 
 @pytest.fixture(scope="module")
