@@ -71,7 +71,7 @@ __all__ = ["TiledeskClient", "new_request_id"]
 
 log = logging.getLogger("tiledesk_tutorial.client")
 
-_MAX_LIMIT = 100  # Tiledesk silently falls back to 40 above this (contract §4.6)
+_MAX_LIMIT = 100  # Tiledesk silently falls back to 40 above this (docs/wire-format.md)
 _STATUS_BY_NAME = {name.lower(): code for code, name in REQUEST_STATUS.items()}
 
 

@@ -232,7 +232,8 @@ class CallContext:
         auth_scheme: ``"none"``, ``"jwt"`` or ``"basic"``.
         caller_kind: the ``sub`` claim of the JWT used (``"user"``, ``"guest"``), if known.
         project_id: the project the call addressed, if any.
-        required_role: the lowest role the route accepts (``"agent"``, ``"admin"``), if known.
+        required_role: the lowest membership role the route accepts (``"agent"``, ``"admin"``),
+            if known.
         retry_safe: whether repeating the call is harmless (GET, DELETE).
         secrets: values that must never appear in a message (the token, the password).
         curl: the call as a curl command (secrets redacted), kept in the error.
@@ -617,7 +618,7 @@ def _parse_json(text: str) -> Any:
 
 
 def _server_message(body: Any) -> str | None:
-    """Read the server's words from any of Tiledesk's error shapes (contract §6)."""
+    """Read the server's words from any of Tiledesk's error shapes (docs/wire-format.md)."""
     if isinstance(body, str):
         return body
     if not isinstance(body, dict):

@@ -191,7 +191,11 @@ class Project(_Model):
 
 @dataclass(frozen=True, repr=False)
 class ProjectMembership(_Model):
-    """One entry of ``GET /projects``: your role in a project, with the project itself."""
+    """One entry of ``GET /projects``: your role in a project, with the project itself.
+
+    ``role`` is a *membership* role (``owner``, ``admin``, ``agent``, ``guest``...): what you may
+    do in the project. A message's ``role`` is who *sent* it (``wire.SenderRole``).
+    """
 
     id: str
     project: Project

@@ -319,9 +319,7 @@ def _clean_up(run: _Run) -> None:
         run.listener.stop()
     if run.tunnel_opened:
         close_tunnel()
-    for client in (run.visitor,):
-        if client is not None:
-            client.close()
+    # The agent is the tutorial's client (closed with it); the visitor shares its connections.
 
 
 def _one_line(exc: BaseException) -> str:

@@ -144,7 +144,8 @@ def test_agent_with_a_role_too_low(replay: ReplayServer, agent: TiledeskClient) 
 
 
 def test_visitor_token_from_another_project(replay: ReplayServer, visitor: TiledeskClient) -> None:
-    # The real server answers this with ADMIN_EMAIL set, as any deployment has (contract notes).
+    # The real server answers this with ADMIN_EMAIL set, as any deployment has (README, "Where the
+    # sandbox differs").
     path = f"/{OTHER_PROJECT}/requests/{REQUEST_ID}/messages"
     body = {"success": False, "msg": "you dont belong to the project."}
     replay.add("GET", path, Reply.json(403, body))
@@ -241,7 +242,7 @@ def test_signup_without_password_is_a_200_that_failed(replay: ReplayServer) -> N
 
 
 def test_first_message_without_text_422(replay: ReplayServer, visitor: TiledeskClient) -> None:
-    # Shape from the server code (contract §4.2); the running 2.19.16 accepts empty text instead.
+    # Shape from the server's code; the running 2.19.16 accepts empty text instead (transcript 27).
     replay.add("POST", MESSAGES_PATH, Reply.json(422, {"errors": ["text field is required"]}))
     with pytest.raises(ValidationError) as info:
         visitor.send_message(REQUEST_ID, "…")
