@@ -119,6 +119,35 @@ class Tutorial:
             say=say,
         )
 
+    @classmethod
+    def on_sandbox(
+        cls,
+        url: str,
+        config: Config,
+        *,
+        home: Path,
+        sandbox: SandboxHandle | None = None,
+        where: str = "",
+        shared: bool = True,
+        say: Callable[[str], None] = print,
+    ) -> Tutorial:
+        """The tutorial on the sandbox at ``url``.
+
+        ``shared``: the notebooks' state file, ``<home>/state.json``, so that the next notebook
+        finds the account and the project; otherwise a state kept in memory (a private sandbox
+        that goes away with its run, as the walkthrough's).
+        """
+        return cls(
+            mode="sandbox",
+            api_url=url,
+            config=config,
+            home=home,
+            state=TutorialState(home / "state.json" if shared else None),
+            sandbox=sandbox,
+            where=where,
+            say=say,
+        )
+
     # -- what the notebooks read --------------------------------------------------------------
     @property
     def is_live(self) -> bool:
@@ -353,13 +382,4 @@ def start(
         return tutorial
     url, handle, where = find_sandbox(config.sandbox_url, folder, sandbox_port, say)
     say(f"Sandbox mode: the embedded Tiledesk at {url} ({where}).")
-    return Tutorial(
-        mode="sandbox",
-        api_url=url,
-        config=config,
-        home=folder,
-        state=TutorialState(folder / "state.json"),
-        sandbox=handle,
-        where=where,
-        say=say,
-    )
+    return Tutorial.on_sandbox(url, config, home=folder, sandbox=handle, where=where, say=say)

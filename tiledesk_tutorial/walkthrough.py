@@ -28,7 +28,6 @@ from tiledesk_tutorial.errors import EmailAlreadyRegisteredError, TiledeskTutori
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.redact import redact
-from tiledesk_tutorial.state import TutorialState
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
     AGENT_FIRSTNAME,
@@ -283,14 +282,13 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
 
     sandbox = start_sandbox(port=0)
     say(f"Tiledesk tutorial walkthrough, sandbox mode: {sandbox.url} (private, temporary)")
-    tutorial = Tutorial(
-        mode="sandbox",
-        api_url=sandbox.url,
-        config=config,
+    tutorial = Tutorial.on_sandbox(
+        sandbox.url,
+        config,
         home=sandbox.data_dir,
-        state=TutorialState(None),
         sandbox=sandbox,
         where="started for the walkthrough",
+        shared=False,
         say=say,
     )
     try:

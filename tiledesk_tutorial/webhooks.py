@@ -51,6 +51,7 @@ from tiledesk_tutorial.wire import (
     TOKEN_ALGORITHM,
     TOKEN_ISSUER,
     SenderRole,
+    epoch_ms,
     iso_now,
     new_object_id,
     new_request_id,
@@ -338,7 +339,7 @@ def make_delivery(
         hook = make_hook(event, project_id=payload.get("id_project"))
     hook = dict(hook)
     body = {
-        "timestamp": int(time.time() * 1000) if timestamp is None else timestamp,
+        "timestamp": epoch_ms(now()) if timestamp is None else timestamp,
         "payload": dict(payload),
         "hook": hook,
         "token": sign_delivery(hook, secret),
