@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 from pyngrok import conf, ngrok, process
 from pyngrok.exception import PyngrokError, PyngrokNgrokError, PyngrokNgrokInstallError
 
+from tiledesk_tutorial.config import get_default
+from tiledesk_tutorial.errors import TiledeskTutorialError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.redact import redact, redact_jwts
-from tiledesk_tutorial.settings import load_settings
 
 logger = logging.getLogger("tiledesk_tutorial.tunnel")
 
@@ -40,18 +41,17 @@ _DEBUG_HINT = (
 )
 
 
-class TunnelError(RuntimeError):
-    """ngrok could not open the tunnel. ``code`` names the failure, ``next_step`` what to do.
+class TunnelError(TiledeskTutorialError):
+    """ngrok could not open the tunnel. ``code`` names the failure, ``hint`` what to do next.
 
     Codes: ``no-authtoken``, ``download-failed``, ``not-runnable``, ``offline``, ``ERR_NGROK_108``
     (one session per free account), ``ERR_NGROK_4018`` (authtoken needed), ``ERR_NGROK_105`` /
     ``ERR_NGROK_107`` (authtoken rejected), another ``ERR_NGROK_<n>``, or ``ngrok-error``.
     """
 
-    def __init__(self, message: str, *, code: str, next_step: str) -> None:
-        super().__init__(f"{message} Next step: {next_step}")
+    def __init__(self, message: str, *, code: str, hint: str) -> None:
         self.code = code
-        self.next_step = next_step
+        super().__init__(message, hint=hint)
 
 
 @dataclass
@@ -101,15 +101,15 @@ def open_tunnel(
     The authtoken comes from ``authtoken``, else ``NGROK_AUTHTOKEN`` (environment or ``.env``),
     else ngrok's own config file; it is never printed. Calling it again in the same process reuses
     the tunnel (re-pointing it if the listener moved to another port), so re-running a cell does
-    not start a second ngrok session. ``ngrok_path`` (or ``PYNGROK_NGROK_PATH``) selects an
-    installed ngrok instead of the one pyngrok downloads.
+    not start a second ngrok session. ``ngrok_path`` (or ``PYNGROK_NGROK_PATH``, environment or
+    ``.env``) selects an installed ngrok instead of the one pyngrok downloads.
     """
     global _current
     port = listener.port
     # The listener's own address, not "localhost", which may resolve to ::1 where it is not bound.
     upstream = f"http://{urlsplit(listener.url).netloc}"
     config = conf.PyngrokConfig(
-        ngrok_path=ngrok_path,
+        ngrok_path=ngrok_path or get_default().ngrok_path,
         config_path=config_path,
         auth_token=_resolve_authtoken(authtoken),
         region=region,
@@ -126,7 +126,7 @@ def open_tunnel(
                 "ngrok needs an authtoken and none was found (argument, NGROK_AUTHTOKEN in the "
                 "environment or .env, or ngrok's config file).",
                 code="no-authtoken",
-                next_step=(
+                hint=(
                     f"sign up at {SIGNUP_URL} (free), copy your authtoken from {AUTHTOKEN_URL} "
                     "and put NGROK_AUTHTOKEN=<your token> in the .env file next to the notebook "
                     "(or pass authtoken=...). If you have a public URL for this listener already, "
@@ -171,7 +171,7 @@ def webhook_target(listener: WebhookListener, api_url: str, **tunnel_options: An
     tunnel (:func:`open_tunnel`, with ``tunnel_options``). A Tiledesk in Docker on this machine
     cannot reach 127.0.0.1 of the host: set ``TILEDESK_WEBHOOK_URL`` for it (docs/webhooks.md).
     """
-    explicit = load_settings().webhook_url
+    explicit = get_default().webhook_url
     if explicit:
         return explicit
     if is_loopback_url(api_url):
@@ -194,7 +194,7 @@ def is_loopback_url(url: str) -> bool:
 def _resolve_authtoken(authtoken: str | None) -> str | None:
     if authtoken:
         return authtoken.strip()
-    return load_settings().ngrok_authtoken
+    return get_default().ngrok_authtoken
 
 
 def _authtoken_in_ngrok_config(config: conf.PyngrokConfig) -> bool:
@@ -315,8 +315,8 @@ def _explain(exc: BaseException, config: conf.PyngrokConfig, port: int) -> Tunne
     )
 
 
-def _error(message: str, code: str, next_step: str, token: str | None) -> TunnelError:
-    return TunnelError(_scrub(message, token), code=code, next_step=_scrub(next_step, token))
+def _error(message: str, code: str, hint: str, token: str | None) -> TunnelError:
+    return TunnelError(_scrub(message, token), code=code, hint=_scrub(hint, token))
 
 
 def _detail(exc: BaseException, token: str | None) -> str:

@@ -6,76 +6,37 @@
 
 **Which server.** With ``TILEDESK_API_URL`` set (environment, ``.env`` or Colab secrets) the
 tutorial runs in *live* mode against that Tiledesk. Otherwise it runs on the embedded sandbox,
-found in this order: ``TILEDESK_SANDBOX_URL`` (set by ``make lab`` and the tests) when it answers;
-a sandbox already answering on ``http://127.0.0.1:3000`` (another notebook's, or ``make sandbox``);
-the one this kernel started earlier; else a new one started in this kernel on port 3000, with its
-data in ``<home>/sandbox`` so that accounts and projects outlive the kernel.
+found or started as :mod:`tiledesk_tutorial.sandbox_discovery` describes.
 
-**What carries over between notebooks.** Each notebook is its own kernel, so the tutorial keeps a
-small JSON file, ``<home>/state.json`` (``<home>`` is ``TILEDESK_TUTORIAL_HOME`` or
-``~/.tiledesk-tutorial``), keyed by the API's base URL: the account's email and the project id,
-and, for a sandbox only, the generated password of the throw-away local account. A real Tiledesk
-password is never written anywhere: in live mode it comes from the environment, ``.env``, Colab's
-secrets or a ``getpass`` prompt, every time. A notebook opened out of order creates what is
-missing (an account, a project) with a one-line note, so every notebook also runs on its own.
+**What carries over between notebooks.** The account and the project, in the small state file of
+:mod:`tiledesk_tutorial.state`. A real Tiledesk password is never written anywhere: in live mode it
+comes from the environment, ``.env``, Colab's secrets or a ``getpass`` prompt, every time. A
+notebook opened out of order creates what is missing (an account, a project) with a one-line note,
+so every notebook also runs on its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
-import json
 import logging
 import os
-import secrets
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import requests
-
 from tiledesk_tutorial.client import TiledeskClient
-from tiledesk_tutorial.errors import AuthenticationError, TiledeskError
-from tiledesk_tutorial.models import DeliveryLog, Project
-from tiledesk_tutorial.settings import ENV_VARS, Settings, load_settings
+from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
+from tiledesk_tutorial.errors import AuthenticationError, TiledeskError, TiledeskTutorialError
+from tiledesk_tutorial.models import Project
+from tiledesk_tutorial.sandbox_discovery import DEFAULT_SANDBOX_PORT, find_sandbox
+from tiledesk_tutorial.state import Account, TutorialState, new_local_account
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.sandbox import SandboxHandle
 
-__all__ = [
-    "DEFAULT_SANDBOX_PORT",
-    "HOME_VAR",
-    "LISTENER_PORT_VAR",
-    "SANDBOX_URL_VAR",
-    "Account",
-    "Tutorial",
-    "TutorialError",
-    "TutorialState",
-    "delivery_history",
-    "probe_sandbox",
-    "start",
-    "start_tutorial",
-    "tutorial_home",
-]
+__all__ = ["Tutorial", "TutorialError", "start"]
 
 log = logging.getLogger("tiledesk_tutorial.tutorial")
-
-#: Set by ``make lab`` and the tests: the URL of a sandbox running as its own process.
-SANDBOX_URL_VAR = "TILEDESK_SANDBOX_URL"
-#: Where the tutorial keeps its state file and the in-kernel sandbox's data.
-HOME_VAR = "TILEDESK_TUTORIAL_HOME"
-#: Overrides the notebooks' fixed webhook listener ports (tests, machines where they are taken).
-LISTENER_PORT_VAR = "TILEDESK_LISTENER_PORT"
-#: The port a sandbox started by a notebook listens on, so other notebooks find it.
-DEFAULT_SANDBOX_PORT = 3000
-#: What every Tiledesk server answers on ``GET /``; the sandbox adds :data:`SANDBOX_MARK`.
-HEALTH_PREFIX = "Hello from Tiledesk server"
-SANDBOX_MARK = "tiledesk-tutorial sandbox"
 
 AGENT_FIRSTNAME = "Ada"
 AGENT_LASTNAME = "Lovelace"
@@ -83,138 +44,12 @@ DEFAULT_PROJECT_NAME = "Tiledesk tutorial"
 
 Mode = Literal["sandbox", "live"]
 
-# The sandbox this kernel started (re-running the first cell reuses it), and the live-mode
-# credentials asked for once per kernel (never written to disk).
-_kernel_sandbox: SandboxHandle | None = None
+# The live-mode credentials asked for once per kernel (never written to disk).
 _asked: dict[str, str] = {}
-_lock = threading.RLock()
 
 
-class TutorialError(RuntimeError):
-    """The tutorial cannot go on; the message says what is wrong and what to do."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback: the reason is the whole story.
-        return [f"{type(self).__name__}: {self}"]
-
-
-def tutorial_home(environ: Mapping[str, str] | None = None) -> Path:
-    """The tutorial's folder: ``TILEDESK_TUTORIAL_HOME``, else ``~/.tiledesk-tutorial``."""
-    env = os.environ if environ is None else environ
-    value = (env.get(HOME_VAR) or "").strip()
-    return Path(value).expanduser() if value else Path.home() / ".tiledesk-tutorial"
-
-
-def probe_sandbox(url: str, *, timeout: float = 1.0, require_mark: bool = True) -> bool:
-    """Whether ``url`` answers ``GET /`` like the tutorial's sandbox.
-
-    With ``require_mark=False`` any Tiledesk server's greeting is enough (the real server says
-    "Hello from Tiledesk server" too); by default the sandbox's own mark is required, so that a
-    real Tiledesk on port 3000 is not mistaken for a throw-away sandbox.
-    """
-    try:
-        answer = requests.get(url.rstrip("/") + "/", timeout=timeout)
-    except requests.RequestException:
-        return False
-    text = answer.text if answer.ok else ""
-    return text.startswith(HEALTH_PREFIX) and (not require_mark or SANDBOX_MARK in text)
-
-
-# -- the account ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Account:
-    """The tutorial's Tiledesk account: ``email`` and ``password`` (never shown).
-
-    ``local`` is True for the throw-away account the tutorial makes on a sandbox.
-    """
-
-    email: str
-    password: str = field(repr=False)
-    local: bool = False
-
-    def __repr__(self) -> str:
-        kind = "throw-away sandbox account" if self.local else "your account"
-        return f"Account(email={self.email!r}, password=<hidden>, {kind})"
-
-
-def _new_local_account() -> Account:
-    return Account(
-        email=f"learner-{secrets.token_hex(3)}@example.com",
-        password=secrets.token_urlsafe(12),
-        local=True,
-    )
-
-
-# -- the state file ------------------------------------------------------------------------------
-class TutorialState:
-    """The small JSON file that carries the tutorial from one notebook (kernel) to the next.
-
-    Entries are keyed by the API's base URL. A sandbox entry may hold the throw-away account's
-    password; a live entry never does (:meth:`update` refuses it). ``path=None`` keeps the state in
-    memory only (the walkthrough's private sandbox).
-    """
-
-    VERSION = 1
-
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._memory: dict[str, dict[str, Any]] = {}
-
-    def get(self, api_url: str) -> dict[str, Any]:
-        """What is known about the server at ``api_url`` (an empty dict when nothing is)."""
-        return dict(self._read().get(_key(api_url), {}))
-
-    def update(self, api_url: str, *, live: bool, **values: Any) -> dict[str, Any]:
-        """Merge ``values`` into the entry for ``api_url`` and save; ``None`` removes a key."""
-        if live and values.get("password"):
-            raise ValueError("a real Tiledesk password is never stored in the tutorial's state")
-        servers = self._read()
-        entry = dict(servers.get(_key(api_url), {}))
-        entry.update(values)
-        entry = {k: v for k, v in entry.items() if v is not None}
-        if live:
-            entry.pop("password", None)
-        entry["mode"] = "live" if live else "sandbox"
-        entry["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        servers[_key(api_url)] = entry
-        self._write(servers)
-        return dict(entry)
-
-    def _read(self) -> dict[str, dict[str, Any]]:
-        if self.path is None:
-            return {k: dict(v) for k, v in self._memory.items()}
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring the unreadable tutorial state %s: %s", self.path, exc)
-            return {}
-        servers = data.get("servers") if isinstance(data, dict) else None
-        if not isinstance(servers, dict):
-            return {}
-        return {k: v for k, v in servers.items() if isinstance(v, dict)}
-
-    def _write(self, servers: dict[str, dict[str, Any]]) -> None:
-        if self.path is None:
-            self._memory = servers
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"version": self.VERSION, "servers": servers}, indent=2, sort_keys=True)
-        # Write a private temporary file and rename it: readers never see half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-def _key(api_url: str) -> str:
-    return api_url.rstrip("/")
+class TutorialError(TiledeskTutorialError):
+    """The tutorial cannot go on; the message says what is wrong, the hint what to do."""
 
 
 # -- the tutorial --------------------------------------------------------------------------------
@@ -224,7 +59,7 @@ class Tutorial:
     Attributes:
         mode: ``"sandbox"`` or ``"live"``.
         api_url: the API's base URL.
-        settings: the :class:`~tiledesk_tutorial.settings.Settings` read at start.
+        config: the :class:`~tiledesk_tutorial.config.Config` read at start.
         home: the tutorial's folder.
         state: the :class:`TutorialState` shared by the notebooks.
         sandbox: the sandbox this kernel runs, when it started one (else ``None``).
@@ -236,7 +71,7 @@ class Tutorial:
         *,
         mode: Mode,
         api_url: str,
-        settings: Settings,
+        config: Config,
         home: Path,
         state: TutorialState,
         sandbox: SandboxHandle | None = None,
@@ -246,7 +81,7 @@ class Tutorial:
     ) -> None:
         self.mode: Mode = mode
         self.api_url = api_url.rstrip("/")
-        self.settings = settings
+        self.config = config
         self.home = home
         self.state = state
         self.sandbox = sandbox
@@ -256,6 +91,62 @@ class Tutorial:
         self._account: Account | None = None
         self._agent: TiledeskClient | None = None
         self._clients: list[TiledeskClient] = []
+
+    @classmethod
+    def live(
+        cls,
+        config: Config,
+        *,
+        home: Path | None = None,
+        ask: Callable[[str, bool], str] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> Tutorial:
+        """The tutorial on the real Tiledesk of ``config.api_url`` (``TILEDESK_API_URL``).
+
+        Its state file is ``<home>/state.json`` (``home`` defaults to ``config.tutorial_home``).
+        """
+        if not config.api_url:
+            raise TutorialError("live mode needs TILEDESK_API_URL: the API of your Tiledesk.")
+        folder = home if home is not None else config.tutorial_home
+        return cls(
+            mode="live",
+            api_url=config.api_url,
+            config=config,
+            home=folder,
+            state=TutorialState(folder / "state.json"),
+            where="TILEDESK_API_URL",
+            ask=ask,
+            say=say,
+        )
+
+    @classmethod
+    def on_sandbox(
+        cls,
+        url: str,
+        config: Config,
+        *,
+        home: Path,
+        sandbox: SandboxHandle | None = None,
+        where: str = "",
+        shared: bool = True,
+        say: Callable[[str], None] = print,
+    ) -> Tutorial:
+        """The tutorial on the sandbox at ``url``.
+
+        ``shared``: the notebooks' state file, ``<home>/state.json``, so that the next notebook
+        finds the account and the project; otherwise a state kept in memory (a private sandbox
+        that goes away with its run, as the walkthrough's).
+        """
+        return cls(
+            mode="sandbox",
+            api_url=url,
+            config=config,
+            home=home,
+            state=TutorialState(home / "state.json" if shared else None),
+            sandbox=sandbox,
+            where=where,
+            say=say,
+        )
 
     # -- what the notebooks read --------------------------------------------------------------
     @property
@@ -288,12 +179,8 @@ class Tutorial:
 
         A fixed port matters: re-running the listener's cell then replaces the listener.
         """
-        value = (os.environ.get(LISTENER_PORT_VAR) or "").strip()
-        if not value:
-            return default
-        if not value.isdigit() or not 0 < int(value) < 65536:
-            raise TutorialError(f"{LISTENER_PORT_VAR}={value!r} is not a port (1 to 65535).")
-        return int(value)
+        port = self.config.listener_port
+        return default if port is None else port
 
     def describe(self) -> str:
         """Where the tutorial runs and what it knows, secrets hidden."""
@@ -301,8 +188,8 @@ class Tutorial:
         lines = [
             f"Mode:       {self.mode}",
             f"API:        {self.api_url}" + (f"  ({self.where})" if self.where else ""),
-            f"Account:    {entry.get('email') or self.settings.email or '(none yet)'}",
-            f"PROJECT_ID: {self.settings.project_id or entry.get('project_id') or '(none yet)'}",
+            f"Account:    {entry.get('email') or self.config.email or '(none yet)'}",
+            f"PROJECT_ID: {self.config.project_id or entry.get('project_id') or '(none yet)'}",
             f"State file: {self.state.path or '(kept in memory)'}",
         ]
         return "\n".join(lines)
@@ -356,10 +243,10 @@ class Tutorial:
         )
         if self._agent is not None:
             self._agent.project_id = pid
-        if self.settings.project_id and self.settings.project_id != pid:
+        if self.config.project_id and self.config.project_id != pid:
             self._say(
                 f"Note: TILEDESK_PROJECT_ID is set, so the next notebooks use "
-                f"{self.settings.project_id}, not {pid}."
+                f"{self.config.project_id}, not {pid}."
             )
 
     def close(self) -> None:
@@ -374,7 +261,7 @@ class Tutorial:
         entry = self.state.get(self.api_url)
         if entry.get("email") and entry.get("password"):
             return Account(email=entry["email"], password=entry["password"], local=True)
-        account = _new_local_account()
+        account = new_local_account()
         self.state.update(
             self.api_url,
             live=False,
@@ -386,17 +273,18 @@ class Tutorial:
         return account
 
     def _live_account(self) -> Account:
-        email = self.settings.email or _asked.get(f"{self.api_url} email")
-        password = self.settings.password or _asked.get(f"{self.api_url} password")
+        email = self.config.email or _asked.get(f"{self.api_url} email")
+        password = self.config.password or _asked.get(f"{self.api_url} password")
         if not email:
             email = self._ask(f"Tiledesk account email for {self.api_url}: ", False).strip()
         if not password:
             password = self._ask(f"Password for {email} (not shown, not stored): ", True)
         if not email or "@" not in email or not password:
             raise TutorialError(
-                f"live mode ({self.api_url}) needs your Tiledesk account: set TILEDESK_EMAIL and "
-                "TILEDESK_PASSWORD in a .env file next to the notebooks (or in Colab's secrets), "
-                "or type them when asked. To use the sandbox instead, unset TILEDESK_API_URL."
+                f"live mode ({self.api_url}) needs your Tiledesk account.",
+                hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD in a .env file next to the "
+                "notebooks (or in Colab's secrets), or type them when asked. To use the sandbox "
+                "instead, unset TILEDESK_API_URL.",
             )
         _asked[f"{self.api_url} email"] = email
         _asked[f"{self.api_url} password"] = password
@@ -411,8 +299,9 @@ class Tutorial:
             if self.is_live:
                 _asked.pop(f"{self.api_url} password", None)
                 raise TutorialError(
-                    f"{self.api_url} refused to sign in {account.email}: check TILEDESK_EMAIL and "
-                    "TILEDESK_PASSWORD (or sign up first: notebook 01 does it)."
+                    f"{self.api_url} refused to sign in {account.email}.",
+                    hint="check TILEDESK_EMAIL and TILEDESK_PASSWORD (or sign up first: notebook "
+                    "01 does it).",
                 ) from None
         # A sandbox that does not know the account: its data folder is new, or another sandbox
         # answers on this port. Sign the same throw-away account up again.
@@ -429,8 +318,8 @@ class Tutorial:
         ``TILEDESK_PROJECT_ID`` when set; else the project remembered for this server and account,
         if it still answers; else a new project (remembered, and announced in one line).
         """
-        if self.settings.project_id:
-            return self.settings.project_id
+        if self.config.project_id:
+            return self.config.project_id
         entry = self.state.get(self.api_url)
         pid = entry.get("project_id")
         if pid and entry.get("email") == self.account.email:
@@ -454,11 +343,13 @@ def _ask(prompt: str, secret: bool) -> str:
     try:
         return getpass.getpass(prompt) if secret else input(prompt)
     except (EOFError, KeyboardInterrupt):
-        raise TutorialError("no answer was given.") from None
+        raise TutorialError(
+            "no answer was given.", hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD instead."
+        ) from None
     except Exception as exc:  # StdinNotImplementedError in a kernel that cannot prompt
         raise TutorialError(
-            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}): set "
-            "TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file."
+            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}).",
+            hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file.",
         ) from None
 
 
@@ -480,125 +371,15 @@ def start(
     if imported:
         say(f"Read {', '.join(imported)} from Colab's secrets.")
     try:
-        settings = load_settings(env_file)
+        config = load_config(env_file)
     except ValueError as exc:
         raise TutorialError(str(exc)) from None
-    folder = Path(home).expanduser() if home is not None else tutorial_home()
-    state = TutorialState(folder / "state.json")
-    if settings.api_url:
-        tutorial = Tutorial(
-            mode="live",
-            api_url=settings.api_url,
-            settings=settings,
-            home=folder,
-            state=state,
-            where="TILEDESK_API_URL",
-            say=say,
-        )
-        say(f"Live mode: your Tiledesk at {settings.api_url}.")
+    set_default(config)  # so that the tunnel and the client see the same file
+    folder = Path(home).expanduser() if home is not None else config.tutorial_home
+    if config.api_url:
+        tutorial = Tutorial.live(config, home=folder, say=say)
+        say(f"Live mode: your Tiledesk at {config.api_url}.")
         return tutorial
-    url, handle, where = _find_sandbox(folder, sandbox_port, say)
+    url, handle, where = find_sandbox(config.sandbox_url, folder, sandbox_port, say)
     say(f"Sandbox mode: the embedded Tiledesk at {url} ({where}).")
-    return Tutorial(
-        mode="sandbox",
-        api_url=url,
-        settings=settings,
-        home=folder,
-        state=state,
-        sandbox=handle,
-        where=where,
-        say=say,
-    )
-
-
-def delivery_history(
-    client: TiledeskClient, *, at_least: int = 1, timeout: float = 5.0
-) -> list[DeliveryLog]:
-    """The project's recorded webhook deliveries, newest first, once ``at_least`` are there.
-
-    A server records a delivery just after sending it, so the last ones may be missing for a
-    moment: this asks again (every 0.1 s) until ``at_least`` entries are there or ``timeout``
-    seconds pass, then returns what there is. A server that does not record deliveries (a
-    self-hosted Tiledesk without ``SUBSCRIPTION_LOG_ENABLED=true``) gives an empty list after
-    ``timeout``.
-    """
-    deadline = time.monotonic() + timeout
-    history = client.subscription_history()
-    while len(history) < at_least and time.monotonic() < deadline:
-        time.sleep(0.1)
-        history = client.subscription_history()
-    return history
-
-
-#: The same as :func:`start`, under a name that reads well after ``from tiledesk_tutorial import``.
-start_tutorial = start
-
-
-def _find_sandbox(
-    home: Path, port: int, say: Callable[[str], None]
-) -> tuple[str, SandboxHandle | None, str]:
-    global _kernel_sandbox
-    from tiledesk_tutorial.sandbox import SandboxError, start_sandbox
-
-    explicit = (os.environ.get(SANDBOX_URL_VAR) or "").strip().rstrip("/")
-    if explicit:
-        if probe_sandbox(explicit, timeout=2.0, require_mark=False):
-            return explicit, None, f"from {SANDBOX_URL_VAR}"
-        say(f"Note: {SANDBOX_URL_VAR}={explicit} does not answer; looking for another sandbox.")
-    with _lock:
-        if _kernel_sandbox is not None and _kernel_sandbox.running:
-            return _kernel_sandbox.url, _kernel_sandbox, "started by this kernel"
-        shared = f"http://127.0.0.1:{port}"
-        if probe_sandbox(shared):
-            return shared, None, "already running, shared by the notebooks"
-        data_dir = home / "sandbox"
-        try:
-            _kernel_sandbox = start_sandbox(port=port, data_dir=data_dir)
-            where = "started by this kernel; other notebooks share it while this kernel runs"
-            return _kernel_sandbox.url, _kernel_sandbox, where
-        except SandboxError:
-            if probe_sandbox(shared):  # another notebook started one just now
-                return shared, None, "already running, shared by the notebooks"
-        # Port 3000 belongs to another program (perhaps a real Tiledesk: use it with
-        # TILEDESK_API_URL). A private sandbox on a free port keeps this notebook going.
-        _kernel_sandbox = start_sandbox(port=0)
-        say(
-            f"Note: port {port} is used by another program, so this notebook has its own sandbox "
-            "on a free port; its data goes away with the kernel. (If that program is a Tiledesk "
-            f"server, set TILEDESK_API_URL=http://127.0.0.1:{port} to use it.)"
-        )
-        return _kernel_sandbox.url, _kernel_sandbox, "private to this kernel"
-
-
-def stop_kernel_sandbox() -> None:
-    """Stop the sandbox this kernel started, if any (other notebooks then lose it too)."""
-    global _kernel_sandbox
-    with _lock:
-        handle, _kernel_sandbox = _kernel_sandbox, None
-    if handle is not None:
-        handle.stop()
-
-
-def import_colab_secrets(names: tuple[str, ...] | None = None) -> list[str]:
-    """In Google Colab, copy the tutorial's variables from the notebook's secrets (the key icon)
-    into this kernel's environment, unless already set. Returns the names copied (never values).
-
-    Outside Colab this does nothing and returns ``[]``.
-    """
-    try:
-        from google.colab import userdata  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    copied = []
-    for name in names or tuple(ENV_VARS.values()):
-        if os.environ.get(name):
-            continue
-        try:
-            value = userdata.get(name)
-        except Exception as exc:  # SecretNotFoundError, NotebookAccessError, TimeoutException
-            log.debug("Colab secret %s not read: %s", name, type(exc).__name__)
-            continue
-        if value:
-            os.environ[name] = str(value)
-            copied.append(name)
-    return copied
+    return Tutorial.on_sandbox(url, config, home=folder, sandbox=handle, where=where, say=say)

@@ -23,21 +23,19 @@ from typing import TextIO
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
-from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
-from tiledesk_tutorial.events import WebhookEvent, make_delivery, make_message_payload
+from tiledesk_tutorial.config import get_default
+from tiledesk_tutorial.errors import EmailAlreadyRegisteredError, TiledeskTutorialError
 from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.redact import redact
-from tiledesk_tutorial.settings import load_settings
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
     AGENT_FIRSTNAME,
     AGENT_LASTNAME,
     Tutorial,
     TutorialError,
-    TutorialState,
-    delivery_history,
-    tutorial_home,
 )
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 __all__ = ["WalkthroughFailed", "run_walkthrough"]
 
@@ -50,12 +48,12 @@ _WIDTH = 47
 _FORGED_SECRET = "not-the-subscription-secret-0123456789abcdef"  # noqa: S105
 
 
-class WalkthroughFailed(RuntimeError):
+class WalkthroughFailed(TiledeskTutorialError):
     """A step failed; ``step`` names it and the message says why."""
 
     def __init__(self, step: str, reason: str) -> None:
-        super().__init__(reason)
         self.step = step
+        super().__init__(reason)
 
 
 @dataclass
@@ -73,7 +71,7 @@ class _Run:
     subscriptions: list[str] = field(default_factory=list)
     tunnel_opened: bool = False
 
-    def wait(self, what: str, predicate: Callable[[WebhookEvent], bool]) -> WebhookEvent:
+    def wait(self, what: str, predicate: Callable[[Event], bool]) -> Event:
         assert self.listener is not None
         try:
             return self.listener.wait_for(predicate, timeout=self.timeout)[0]
@@ -160,7 +158,7 @@ def _visitor_webhook(run: _Run) -> str:
     event = run.wait(
         "visitor message", lambda e: e.is_message and e.text == VISITOR_TEXT and e.role == "visitor"
     )
-    return f"[{event.role}] {(event.sender_fullname or '').strip()}: {event.text} (secret checked)"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} (secret checked)"
 
 
 def _agent_webhook(run: _Run) -> str:
@@ -169,7 +167,7 @@ def _agent_webhook(run: _Run) -> str:
     event = run.wait(
         "agent reply", lambda e: e.is_message and e.text == AGENT_TEXT and e.role == "agent"
     )
-    return f"[{event.role}] {(event.sender_fullname or '').strip()}: {event.text} (secret checked)"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} (secret checked)"
 
 
 def _forged(run: _Run) -> str:
@@ -186,7 +184,7 @@ def _forged(run: _Run) -> str:
 def _history(run: _Run) -> str:
     assert run.agent is not None and run.listener is not None
     # Servers record a delivery just after sending it: give the last ones a moment to appear.
-    logs = delivery_history(run.agent, at_least=run.listener.stats["kept"], timeout=3.0)
+    logs = run.agent.wait_for_subscription_history(run.listener.stats["kept"], timeout=3.0)
     if not logs:
         return "empty: this server does not log deliveries (SUBSCRIPTION_LOG_ENABLED is off)"
     ok = sum(1 for entry in logs if entry.ok)
@@ -270,21 +268,11 @@ def run_walkthrough(
 
 @contextlib.contextmanager
 def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[Tutorial]:
-    settings = load_settings()
+    config = get_default()
     can_ask = sys.stdin.isatty() if interactive is None else interactive
-    if settings.api_url:
-        say(f"Tiledesk tutorial walkthrough, live mode: {settings.api_url}")
-        home = tutorial_home()
-        tutorial = Tutorial(
-            mode="live",
-            api_url=settings.api_url,
-            settings=settings,
-            home=home,
-            state=TutorialState(home / "state.json"),
-            where="TILEDESK_API_URL",
-            ask=None if can_ask else _cannot_ask,
-            say=say,
-        )
+    if config.api_url:
+        say(f"Tiledesk tutorial walkthrough, live mode: {config.api_url}")
+        tutorial = Tutorial.live(config, ask=None if can_ask else _cannot_ask, say=say)
         try:
             yield tutorial
         finally:
@@ -294,14 +282,13 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
 
     sandbox = start_sandbox(port=0)
     say(f"Tiledesk tutorial walkthrough, sandbox mode: {sandbox.url} (private, temporary)")
-    tutorial = Tutorial(
-        mode="sandbox",
-        api_url=sandbox.url,
-        settings=settings,
+    tutorial = Tutorial.on_sandbox(
+        sandbox.url,
+        config,
         home=sandbox.data_dir,
-        state=TutorialState(None),
         sandbox=sandbox,
         where="started for the walkthrough",
+        shared=False,
         say=say,
     )
     try:
@@ -313,8 +300,9 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
 
 def _cannot_ask(prompt: str, secret: bool) -> str:
     raise TutorialError(
-        "live mode needs your Tiledesk account: set TILEDESK_EMAIL and TILEDESK_PASSWORD "
-        "(environment or .env), or run the walkthrough in a terminal to be asked."
+        "live mode needs your Tiledesk account.",
+        hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD (environment or .env), or run the "
+        "walkthrough in a terminal to be asked.",
     )
 
 
@@ -329,9 +317,7 @@ def _clean_up(run: _Run) -> None:
         run.listener.stop()
     if run.tunnel_opened:
         close_tunnel()
-    for client in (run.visitor,):
-        if client is not None:
-            client.close()
+    # The agent is the tutorial's client (closed with it); the visitor shares its connections.
 
 
 def _one_line(exc: BaseException) -> str:

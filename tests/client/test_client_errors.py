@@ -15,14 +15,11 @@ from support.client import (
     MESSAGES_PATH,
     PROJECT_ID,
     REQUEST_ID,
-    agent,
     assert_no_secret,
-    replay,
-    visitor,
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
-from tiledesk_tutorial import http
+from tiledesk_tutorial import session
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.errors import (
     AuthenticationError,
@@ -37,8 +34,6 @@ from tiledesk_tutorial.errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-
-__all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
 OTHER_PROJECT = "5f0000000000000000000000"
 
@@ -149,7 +144,8 @@ def test_agent_with_a_role_too_low(replay: ReplayServer, agent: TiledeskClient) 
 
 
 def test_visitor_token_from_another_project(replay: ReplayServer, visitor: TiledeskClient) -> None:
-    # The real server answers this with ADMIN_EMAIL set, as any deployment has (contract notes).
+    # The real server answers this with ADMIN_EMAIL set, as any deployment has (README, "Where the
+    # sandbox differs").
     path = f"/{OTHER_PROJECT}/requests/{REQUEST_ID}/messages"
     body = {"success": False, "msg": "you dont belong to the project."}
     replay.add("GET", path, Reply.json(403, body))
@@ -246,7 +242,7 @@ def test_signup_without_password_is_a_200_that_failed(replay: ReplayServer) -> N
 
 
 def test_first_message_without_text_422(replay: ReplayServer, visitor: TiledeskClient) -> None:
-    # Shape from the server code (contract §4.2); the running 2.19.16 accepts empty text instead.
+    # Shape from the server's code; the running 2.19.16 accepts empty text instead (transcript 27).
     replay.add("POST", MESSAGES_PATH, Reply.json(422, {"errors": ["text field is required"]}))
     with pytest.raises(ValidationError) as info:
         visitor.send_message(REQUEST_ID, "…")
@@ -357,7 +353,7 @@ def test_429_with_a_long_retry_after_fails_at_once(
     assert info.value.retry_after == 120.0
     checked(info.value, "429", "wait 120 s")
     assert len(replay.received) == 1
-    assert http.MAX_RETRY_AFTER < 120
+    assert session.MAX_RETRY_AFTER < 120
 
 
 def test_429_on_send_is_not_retried(replay: ReplayServer, agent: TiledeskClient) -> None:

@@ -19,18 +19,13 @@ from support.client import (
     REQUEST_ID,
     SUBSCRIPTION_SECRET,
     VISITOR_TOKEN,
-    agent,
     assert_no_secret,
-    replay,
-    visitor,
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.models import Message, Request, RequestPage, Subscription
-from tiledesk_tutorial.settings import Settings
-
-__all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
 SUB_ID = "6b0690cd0ed30d16ca8ddcd0"
 
@@ -81,8 +76,8 @@ def test_sign_in_keeps_the_token_and_sends_it_verbatim(replay: ReplayServer) -> 
 
 def test_sign_in_uses_the_credentials_the_client_was_made_with(replay: ReplayServer) -> None:
     replay.replay("02-signin")
-    settings = Settings(api_url=replay.url, email=AGENT_EMAIL, password=AGENT_PASSWORD)
-    client = TiledeskClient.from_settings(settings)
+    config = Config(api_url=replay.url, email=AGENT_EMAIL, password=AGENT_PASSWORD)
+    client = TiledeskClient.from_config(config)
     client.sign_in()
     assert replay.received[-1].json == {"email": AGENT_EMAIL, "password": AGENT_PASSWORD}
     assert client.token == AGENT_TOKEN
@@ -102,7 +97,7 @@ def test_visitor_signs_in_anonymously_and_starts_a_conversation(
     assert visitor.token == VISITOR_TOKEN and agent.token == AGENT_TOKEN
     assert visitor.project_id == PROJECT_ID
     assert visitor.user is not None and visitor.user.full_name == "Visitor Vic"
-    assert visitor._transport is agent._transport  # one connection pool for both
+    assert visitor._session is agent._session  # one connection pool for both
 
     message = visitor.send_message(REQUEST_ID, "Hello, I need help with my order")
     sent = replay.requests_to("POST", MESSAGES_PATH)[0]

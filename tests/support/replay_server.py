@@ -53,7 +53,7 @@ class Reply:
 
 
 def express_404(method: str, path: str) -> Reply:
-    """The page Express sends for a route it does not know (contract §6)."""
+    """The page Express sends for a route it does not know (docs/wire-format.md, errors)."""
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n'
         f"</head>\n<body>\n<pre>Cannot {method} {path}</pre>\n</body>\n</html>\n"

@@ -24,16 +24,15 @@ from support.browser import (
     REPO,
     JupyterLab,
     PageErrors,
-    free_port,
-    launch_chromium,
     needs_chromium,
     output_dir,
     save_screenshot,
 )
+from support.net import free_port
 from support.sandbox import Api
 
+from tiledesk_tutorial.config import ENV_VARS
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
-from tiledesk_tutorial.settings import ENV_VARS
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -75,12 +74,6 @@ class LabRun:
         """The tutorial's entry for this sandbox: email, password, project id (state.json)."""
         state = json.loads((self.tutorial_home / "state.json").read_text())
         return state["servers"][self.sandbox.url]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium() as chromium:
-        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.faults import bare, find_secrets
+from support.faults import find_secrets
 
 from tiledesk_tutorial.client import TiledeskClient
+from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.errors import TiledeskError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import RetryPolicy, start_sandbox
 from tiledesk_tutorial.sandbox.subscriptions import Delivery
-from tiledesk_tutorial.settings import Settings
 from tiledesk_tutorial.tunnel import TunnelError, close_tunnel, open_tunnel
+from tiledesk_tutorial.wire import bare_token
 
 pytestmark = pytest.mark.security
 
@@ -152,7 +153,7 @@ def test_a_whole_flow_shows_no_secret_anywhere(
             lambda: visitor.list_messages(request_id, project_id="0" * 24)
         )
         errors["Bearer token"] = _failure(
-            lambda: TiledeskClient(sandbox.url, token="Bearer " + bare(agent.token))
+            lambda: TiledeskClient(sandbox.url, token="Bearer " + bare_token(agent.token))
         )
         wrong_basic = TiledeskClient(
             sandbox.url, email=email, password="not " + PASSWORD, project_id=agent.project_id
@@ -160,7 +161,7 @@ def test_a_whole_flow_shows_no_secret_anywhere(
         wrong_basic.use_basic_auth()
         errors["wrong Basic password"] = _failure(wrong_basic.list_requests)
         forged = TiledeskClient(
-            sandbox.url, token=bare(agent.token)[:-4] + "AAAA", project_id=agent.project_id
+            sandbox.url, token=bare_token(agent.token)[:-4] + "AAAA", project_id=agent.project_id
         )
         errors["forged token"] = _failure(forged.list_requests)
         shown["forged client"] = forged
@@ -186,7 +187,7 @@ def test_a_whole_flow_shows_no_secret_anywhere(
     errors["sandbox gone"] = _failure(
         lambda: TiledeskClient(sandbox_url, retries=0).get_project("0" * 24)
     )
-    shown["settings"] = Settings(
+    shown["settings"] = Config(
         api_url=sandbox_url,
         email=email,
         password=PASSWORD,
@@ -198,8 +199,8 @@ def test_a_whole_flow_shows_no_secret_anywhere(
     assert isinstance(errors["rejected authtoken"], TunnelError)
     secrets = {
         "password": PASSWORD,
-        "agent JWT": bare(agent.token),
-        "visitor JWT": bare(visitor.token),
+        "agent JWT": bare_token(agent.token),
+        "visitor JWT": bare_token(visitor.token),
         "delivery token": delivery_token,
         "ngrok authtoken": AUTHTOKEN,
     }
