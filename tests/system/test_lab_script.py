@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.tutorial import free_port
+from support.net import free_port
 
 from tiledesk_tutorial.sandbox import start_sandbox
 
