@@ -1,4 +1,4 @@
-"""Learn the Tiledesk REST API and webhooks, step by step, from a Jupyter notebook.
+"""Learn the Tiledesk REST API, webhooks and the Realtime API step by step, in a notebook.
 
 The names below are imported lazily, so that ``import tiledesk_tutorial`` stays fast and a notebook
 pays only for what it uses.
@@ -17,6 +17,10 @@ _EXPORTS: dict[str, str] = {
     "WebhookListener": "tiledesk_tutorial.listener",
     "ListenerError": "tiledesk_tutorial.listener",
     "stop_all_listeners": "tiledesk_tutorial.listener",
+    "RealtimeFeed": "tiledesk_tutorial.realtime",
+    "RealtimeError": "tiledesk_tutorial.realtime",
+    "stop_all_feeds": "tiledesk_tutorial.realtime",
+    "WebhookForwarder": "tiledesk_tutorial.forwarder",
     "WebhookEvent": "tiledesk_tutorial.events",
     "make_delivery": "tiledesk_tutorial.events",
     "read_jsonl": "tiledesk_tutorial.events",
@@ -81,10 +85,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.events import WebhookEvent as WebhookEvent
     from tiledesk_tutorial.events import make_delivery as make_delivery
     from tiledesk_tutorial.events import read_jsonl as read_jsonl
+    from tiledesk_tutorial.forwarder import WebhookForwarder as WebhookForwarder
     from tiledesk_tutorial.listener import ListenerError as ListenerError
     from tiledesk_tutorial.listener import WebhookListener as WebhookListener
     from tiledesk_tutorial.listener import stop_all_listeners as stop_all_listeners
     from tiledesk_tutorial.models import REQUEST_STATUS as REQUEST_STATUS
+    from tiledesk_tutorial.realtime import RealtimeError as RealtimeError
+    from tiledesk_tutorial.realtime import RealtimeFeed as RealtimeFeed
+    from tiledesk_tutorial.realtime import stop_all_feeds as stop_all_feeds
     from tiledesk_tutorial.sandbox import SandboxHandle as SandboxHandle
     from tiledesk_tutorial.sandbox import start_sandbox as start_sandbox
     from tiledesk_tutorial.settings import Settings as Settings
