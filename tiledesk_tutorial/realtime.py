@@ -626,30 +626,30 @@ class RealtimeFeed:
             delay = min(delay * 2, self.max_reconnect_delay)
 
     def _connect_and_follow(self) -> None:
-        ws = self._open()
-        try:
+        with self._open() as ws:  # closed on the way out, whatever happens
             self._ws = ws
-            if self._stopping.is_set():
-                raise _Stop
-            self._topics.clear()
-            self._probing.clear()
-            self._ping_sent_at = None
-            self._last_sent = time.monotonic()
-            self._send(ws, frame_subscribe(topic_requests(self.project_id)))
-            with self._lock:
-                conversations = list(self._conversations.values())
+            try:
+                if self._stopping.is_set():
+                    raise _Stop
+                self._topics.clear()
+                self._probing.clear()
+                self._ping_sent_at = None
+                self._last_sent = time.monotonic()
+                self._send(ws, frame_subscribe(topic_requests(self.project_id)))
+                with self._lock:
+                    conversations = list(self._conversations.values())
+                    for conversation in conversations:
+                        conversation.followed = False
+                # Catch up on every conversation followed before the drop: its snapshot repeats
+                # what was seen (dropped by _id) and holds what was missed. The requests
+                # snapshot that comes next lists the open ones; those closed meanwhile are
+                # probed in _on_requests.
                 for conversation in conversations:
-                    conversation.followed = False
-            # Catch up on every conversation followed before the drop: its snapshot repeats what
-            # was seen (dropped by _id) and holds what was missed. The requests snapshot that
-            # comes next lists the open ones; those closed meanwhile are probed in _on_requests.
-            for conversation in conversations:
-                if not conversation.closed or self._within_grace(conversation):
-                    self._follow(ws, conversation)
-            self._receive(ws)
-        finally:
-            self._ws = None
-            ws.close()
+                    if not conversation.closed or self._within_grace(conversation):
+                        self._follow(ws, conversation)
+                self._receive(ws)
+            finally:
+                self._ws = None
 
     def _open(self) -> ClientConnection:
         try:
