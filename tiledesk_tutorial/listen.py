@@ -113,7 +113,10 @@ def run_listen(
             return _listen(options, out, say)
         except _Stopped:
             return 0  # stopped before anything started
-        except TiledeskTutorialError as exc:
+        except Exception as exc:
+            # The package's own errors say what to do in one sentence; anything else is a bug.
+            if not type(exc).__module__.startswith("tiledesk_tutorial"):
+                raise
             say(f"Error: {exc}")
             return 1
 
@@ -147,9 +150,9 @@ def _listen(options: ListenOptions, out: IO[str], say: Any) -> int:
                 f"Listening to project {project_id} on {source.url} (Realtime API: no public URL "
                 "needed). Ctrl-C to stop."
             )
-        source.on_event(show, key="listen.show")
+        source.on_event(show)
         if forwarder is not None:
-            source.on_event(forwarder.submit, key="listen.forward")
+            source.on_event(forwarder.submit)
         return _wait(source, say)
     except _Stopped:
         return 0
