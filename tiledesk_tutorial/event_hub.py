@@ -207,6 +207,13 @@ class EventHub:
         with self._cond:
             return len(self._inbox) + (1 if self._busy else 0)
 
+    @property
+    def queued(self) -> int:
+        """Events kept and waiting behind those the callbacks are handling now (a callback that
+        sees 0 here handles the last of a burst)."""
+        with self._cond:
+            return len(self._inbox)
+
     def wait(self, predicate: EventPredicate | None, count: int, timeout: float) -> list[Event]:
         """The kept events matching ``predicate``, as soon as there are ``count`` of them.
 

@@ -200,7 +200,7 @@ class RealtimeTimeout(RealtimeError, TimeoutError):
 
 
 # -- the state a learner reads ---------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FeedState:
     """Where the feed stands, at one moment.
 
@@ -230,6 +230,9 @@ class FeedState:
     def connected(self) -> bool:
         """True while connected and subscribed."""
         return self.status == "connected"
+
+    def __repr__(self) -> str:
+        return f"<FeedState: {self}>"
 
     def __str__(self) -> str:
         when = self.since.astimezone().strftime("%H:%M:%S") if self.since else "?"
@@ -347,7 +350,9 @@ class RealtimeFeed:
         base = url or config.realtime_url_for(api_url)
         self.url = _without_query_token(base)
         self._connect_url = _with_token(base, self._token)
-        self._secrets = _token_forms(self._token)
+        # The bare JWT is in every form the token takes (prefixed, URL-encoded: base64url needs
+        # no escaping), so hiding it hides them all.
+        self._secrets = (self._token,)
         self.include_history = include_history
         for name, value in (
             ("heartbeat_interval", heartbeat_interval),
@@ -554,6 +559,18 @@ class RealtimeFeed:
         return self._hub.wait_idle(timeout)
 
     @property
+    def websocat(self) -> str:
+        """What the feed does, by hand: the connection as a ``websocat`` command (a WebSocket
+        command-line client; the token redacted) and the first frame it sends."""
+        shown = _scrub(self._connect_url, self._secrets)
+        return (
+            f"websocat '{shown}'\n"
+            f"{frame_subscribe(topic_requests(self.project_id))}\n"
+            "# then, for each conversation in the answer and each one created later:\n"
+            f"{frame_subscribe(topic_messages(self.project_id, '<request_id>'))}"
+        )
+
+    @property
     def conversations(self) -> list[str]:
         """The request ids of the conversations followed now (subscribed to their messages)."""
         with self._lock:
@@ -568,7 +585,7 @@ class RealtimeFeed:
         stats["events_kept"] = len(self._hub)
         stats["duplicates"] = self._hub.duplicates
         stats["evicted"] = self._hub.evicted
-        stats["pending_callbacks"] = self._hub.pending
+        stats["pending_callbacks"] = self._hub.queued  # as the webhook listener counts them
         stats["callback_errors"] = self._hub.callback_errors
         stats["last_callback_error"] = self._hub.last_callback_error
         return stats
@@ -1005,12 +1022,6 @@ def _without_query_token(base: str) -> str:
     parts = urlsplit(base)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _token_forms(token: str) -> tuple[str, ...]:
-    """Every way the token can appear in a log line or an error: bare, prefixed, URL-encoded."""
-    prefixed = with_jwt_prefix(token)
-    return (quote(prefixed, safe=""), quote(prefixed), prefixed, token)
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
