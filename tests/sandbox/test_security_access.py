@@ -67,7 +67,7 @@ class Setup:
 
 def _member(sandbox: SandboxHandle, api: Api, world: World, role: str) -> Caller:
     _, token, user_id = sign_up_agent(api, firstname=role.title(), lastname="Member")
-    member = sandbox.service.add_member(world.project_id, user_id, role)
+    member = sandbox.accounts.add_member(world.project_id, user_id, role)
     assert (member["role"], member["status"], member["roleType"]) == (role, "active", 1)
     return Caller(role, token, role, user=True, user_id=user_id)
 
@@ -213,11 +213,11 @@ def test_every_route_against_every_caller(setup: Setup, prefix: str) -> None:
 
 def test_the_table_covers_every_project_route(setup: Setup) -> None:
     """A route added to the sandbox without a row here fails this test."""
-    from tiledesk_tutorial.sandbox.app import _GLOBAL_ROUTES, _PROJECT_ROUTES
+    from tiledesk_tutorial.sandbox.api import GLOBAL_ROUTES, PROJECT_ROUTES
 
     served = {
         (method, rule.rule)
-        for table in (_GLOBAL_ROUTES, _PROJECT_ROUTES)
+        for table in (GLOBAL_ROUTES, PROJECT_ROUTES)
         for rule in table.iter_rules()
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
@@ -256,7 +256,7 @@ def test_an_agent_sees_only_the_conversations_they_take_part_in(setup: Setup) ->
 
 
 def test_add_member_refuses_what_it_cannot_do(setup: Setup) -> None:
-    service = setup.sandbox.service
+    service = setup.sandbox.accounts
     with pytest.raises(ValueError, match="role must be one of"):
         service.add_member(_pid(setup), setup.world.agent_id, "guest")
     with pytest.raises(ValueError, match="no project"):
@@ -269,9 +269,9 @@ def test_add_member_again_changes_the_role(sandbox: SandboxHandle) -> None:
     world = make_world(sandbox.url)
     _, token, user_id = sign_up_agent(world.api, firstname="Sam")
     path = f"/{world.project_id}/subscriptions"
-    sandbox.service.add_member(world.project_id, user_id, "agent")
+    sandbox.accounts.add_member(world.project_id, user_id, "agent")
     assert world.api.get(path, token=token).json() == ROLE_TOO_LOW
-    again = sandbox.service.add_member(world.project_id, user_id, "admin")
+    again = sandbox.accounts.add_member(world.project_id, user_id, "admin")
     assert again["role"] == "admin"
     assert world.api.get(path, token=token).status_code == 200
     projects = world.api.get("/projects", token=token).json()

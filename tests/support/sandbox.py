@@ -1,7 +1,8 @@
-"""Helpers for the sandbox's tests: raw HTTP calls, a tutorial world, and a webhook receiver.
+"""Helpers for the sandbox's tests: raw HTTP calls, a tutorial world, a webhook receiver, and a
+Realtime API client with the recorded WebSocket sessions.
 
-These tests talk to the sandbox with plain ``requests`` (not the package's client), so that what is
-checked is exactly what goes over the wire.
+These tests talk to the sandbox with plain ``requests`` and the ``websockets`` library (not the
+package's client), so that what is checked is exactly what goes over the wire.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
+from websockets.sync.client import ClientConnection, connect
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -31,11 +36,6 @@ def shape(value: Any) -> Any:
     if isinstance(value, list):
         return [shape(value[0])] if value else []
     return type(value).__name__
-
-
-def keys_of(value: dict[str, Any]) -> set[str]:
-    """The set of keys of a JSON object."""
-    return set(value)
 
 
 class Api:
@@ -241,3 +241,80 @@ class _SilentHandler(WSGIRequestHandler):
 
     def log_request(self, *args: Any) -> None:
         pass
+
+
+# -- the Realtime API ------------------------------------------------------------------------------
+
+WS_TRANSCRIPTS = Path(__file__).resolve().parents[1] / "transcripts" / "ws"
+_WS_LINE = re.compile(r"^\[\s*[\d.]+s\] (>>|<<) (.*)$")
+
+
+def ws_url(base_url: str, token: str | None = None, path: str = "/") -> str:
+    """The socket's URL on a sandbox: ``ws://host:port/?token=<URL-encoded token>``."""
+    url = "ws" + base_url.removeprefix("http") + path
+    return url if token is None else f"{url}?token={quote(token)}"
+
+
+class Socket:
+    """A Realtime API client over ``websockets.sync``: JSON frames in and out."""
+
+    def __init__(self, base_url: str, token: str, path: str = "/") -> None:
+        opening = connect(
+            ws_url(base_url, token, path), open_timeout=10, close_timeout=2, ping_interval=None
+        )
+        self.connection: ClientConnection = opening.__enter__()
+
+    def send(self, action: str, payload: Any = None) -> None:
+        """Send one frame."""
+        frame: dict[str, Any] = {"action": action}
+        if payload is not None:
+            frame["payload"] = payload
+        self.connection.send(json.dumps(frame))
+
+    def subscribe(self, topic: str) -> None:
+        """Send a subscribe frame."""
+        self.send("subscribe", {"topic": topic})
+
+    def ping(self) -> None:
+        """Send a heartbeat ping."""
+        self.send("heartbeat", {"message": {"text": "ping"}})
+
+    def recv(self, timeout: float = 10) -> dict[str, Any]:
+        """The next frame, parsed."""
+        return json.loads(self.connection.recv(timeout=timeout))
+
+    def next_publish(self, timeout: float = 10) -> dict[str, Any]:
+        """The next ``publish`` frame's payload (heartbeats in between are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.recv(max(0.01, deadline - time.monotonic()))
+            if frame["action"] == "publish":
+                return frame["payload"]
+
+    def assert_nothing_pending(self) -> None:
+        """Frames come in order: if a ping's pong is next, nothing else was queued before it."""
+        self.ping()
+        assert self.recv() == {"action": "heartbeat", "payload": {"message": {"text": "pong"}}}
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.connection.close()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def recorded_frames(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The JSON frames of a recorded WebSocket session, as (``">>"`` or ``"<<"``, frame)."""
+    frames = []
+    for line in (WS_TRANSCRIPTS / name).read_text().splitlines():
+        match = _WS_LINE.match(line)
+        if match:
+            try:
+                frames.append((match.group(1), json.loads(match.group(2))))
+            except ValueError:
+                continue  # "this is not json", sent on purpose
+    return frames

@@ -25,7 +25,7 @@ from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.errors import TiledeskError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import RetryPolicy, start_sandbox
-from tiledesk_tutorial.sandbox.service import Delivery
+from tiledesk_tutorial.sandbox.subscriptions import Delivery
 from tiledesk_tutorial.settings import Settings
 from tiledesk_tutorial.tunnel import TunnelError, close_tunnel, open_tunnel
 
@@ -124,7 +124,7 @@ def test_a_whole_flow_shows_no_secret_anywhere(
         shown["listener stats"] = listener.stats
         shown["clients"] = [agent, visitor]
         shown["sandbox"] = sandbox
-        shown["sandbox caller"] = sandbox.service.auth.authenticate(agent.token)
+        shown["sandbox caller"] = sandbox.auth.authenticate(agent.token)
         delivery_token = events[0].raw["token"]
         shown["outbox delivery"] = Delivery(
             seq=1,

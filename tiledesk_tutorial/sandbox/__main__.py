@@ -14,12 +14,8 @@ import threading
 from pathlib import Path
 
 from tiledesk_tutorial.sandbox.delivery import RetryPolicy
-from tiledesk_tutorial.sandbox.server import (
-    DEFAULT_PREFIXES,
-    SandboxError,
-    lan_address,
-    start_sandbox,
-)
+from tiledesk_tutorial.sandbox.errors import SandboxError
+from tiledesk_tutorial.sandbox.server import DEFAULT_PREFIXES, lan_address, start_sandbox
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             retry_policy=RetryPolicy(retries=args.retries, backoff=args.backoff),
         )
     except SandboxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = f" Hint: {exc.hint}" if exc.hint else ""
+        print(f"error: {exc.summary}{hint}", file=sys.stderr)
         return 1
     url = sandbox.url
     if args.host in ("0.0.0.0", "::"):

@@ -1,4 +1,5 @@
-"""Who is calling, and what they may do: authentication and the role checks of contract §2.7."""
+"""Who is calling, and what they may do: authentication, then the membership and role checks, in the
+order the real server runs them."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ from tiledesk_tutorial.sandbox.errors import (
 )
 from tiledesk_tutorial.sandbox.passwords import verify_password
 from tiledesk_tutorial.sandbox.store import Store
+from tiledesk_tutorial.wire import (
+    SUBJECT_GUEST,
+    SUBJECT_USER,
+    SUBSCRIPTION_AUDIENCE_PREFIX,
+    TOKEN_AUDIENCE,
+    bare_token,
+    unverified_claims,
+)
 
 ROLE_RANK = {
     "guest": 0,
@@ -94,21 +103,21 @@ class Authenticator:
         return principal
 
     def _from_jwt(self, token: str) -> Principal:
-        audience = tokens.unverified_audience(token)
-        if audience and audience.startswith(tokens.SUBSCRIPTION_AUDIENCE_PREFIX):
+        audience = unverified_claims(token).get("aud")
+        if isinstance(audience, str) and audience.startswith(SUBSCRIPTION_AUDIENCE_PREFIX):
             return self._subscription_principal(token, audience)
-        claims = tokens.verify(token, self._secret, tokens.AUDIENCE)
+        claims = tokens.verify(token, self._secret, TOKEN_AUDIENCE)
         if claims is None:
             raise unauthorized()
         subject = claims.get("sub")
-        if subject == "user":
+        if subject == SUBJECT_USER:
             user = self._store.doc(
                 "SELECT doc FROM users WHERE id = ?", (str(claims.get("_id", "")),)
             )
             if user is None or user.get("status") != 100:
                 raise unauthorized()
             return self._remember(token, _user_principal(user))
-        if subject == "guest" and isinstance(claims.get("_id"), str):
+        if subject == SUBJECT_GUEST and isinstance(claims.get("_id"), str):
             return self._remember(
                 token,
                 Principal(
@@ -123,6 +132,20 @@ class Authenticator:
             )
         raise unauthorized()
 
+    def agent_from_token(self, token: str) -> Principal | None:
+        """The agent whose sign-in token this is (``JWT ...`` or bare), or None.
+
+        For the Realtime API's handshake: only a registered, active user's token opens a socket
+        (a visitor's, a webhook delivery's or a forged one does not).
+        """
+        claims = tokens.verify(bare_token(token), self._secret, TOKEN_AUDIENCE)
+        if claims is None or claims.get("sub") != SUBJECT_USER:
+            return None
+        user = self._store.doc("SELECT doc FROM users WHERE id = ?", (str(claims.get("_id", "")),))
+        if user is None or user.get("status") != 100:
+            return None
+        return _user_principal(user)
+
     def _remember(self, token: str, principal: Principal) -> Principal:
         if len(self._principals) >= 10_000:
             self._principals.clear()  # a crude bound; a workshop never comes near it
@@ -130,7 +153,7 @@ class Authenticator:
         return principal
 
     def _subscription_principal(self, token: str, audience: str) -> Principal:
-        subscription_id = audience[len(tokens.SUBSCRIPTION_AUDIENCE_PREFIX) :]
+        subscription_id = audience[len(SUBSCRIPTION_AUDIENCE_PREFIX) :]
         row = self._store.query_one(
             "SELECT secret, id_project FROM subscriptions WHERE id = ?", (subscription_id,)
         )

@@ -3,7 +3,8 @@
 Offline there is no Tiledesk dashboard, so the sandbox serves a small page where an agent signs in,
 watches the project's conversations update, opens one and replies. The page is plain HTML, CSS
 and JavaScript (no build step, nothing fetched from elsewhere); it only calls the sandbox's own
-REST API, the same routes the tutorial teaches. See docs/console.md.
+REST API, the same routes the tutorial teaches, and follows the conversations live over the
+sandbox's Realtime API (a WebSocket, as Tiledesk's dashboard does). See docs/console.md.
 
 The page is served with a strict Content-Security-Policy: scripts and styles are allowed only as
 the exact inline blocks of ``static/console.html`` (by their SHA-256 hashes), requests only to the
@@ -17,31 +18,30 @@ import base64
 import functools
 import hashlib
 import re
-from collections.abc import Callable
 from importlib import resources
 
-from werkzeug.wrappers import Request, Response
+from tiledesk_tutorial.sandbox.asgi import Response
 
 CONSOLE_PATHS = ("/console", "/console/")
 _PAGE = "console.html"
 _INLINE_BLOCK = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
-def console_routes() -> dict[str, Callable[[Request], Response]]:
-    """The sandbox's extra GET routes for the console: ``/console`` and ``/console/``."""
-    return dict.fromkeys(CONSOLE_PATHS, serve_console)
-
-
-def serve_console(request: Request) -> Response:
-    """Answer the console page, never cached, with its security headers."""
+def console_page() -> Response:
+    """The console page, never cached, with its security headers."""
     page, policy = _page_and_policy()
-    response = Response(page, status=200, content_type="text/html; charset=utf-8")
-    response.headers["Content-Security-Policy"] = policy
-    response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return Response(
+        200,
+        page,
+        {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": policy,
+            "Cache-Control": "no-cache, no-store, must-revalidate",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+        },
+    )
 
 
 def content_security_policy(page: str) -> str:

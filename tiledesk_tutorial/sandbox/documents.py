@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tiledesk_tutorial.sandbox.ids import iso, parse_iso
+from tiledesk_tutorial.wire import iso, parse_time
 
 REQUEST_ORDER = (
     "status", "preflight", "hasBot", "participants", "priority", "followers",
@@ -75,7 +75,7 @@ def project_doc(project_id: str, name: str, created_by: str, at: datetime) -> di
 
 def render_project(doc: dict, at: datetime) -> dict:
     """A project with the virtuals the REST API adds."""
-    elapsed_days = (at - parse_iso(doc["createdAt"])).days
+    elapsed_days = (at - (parse_time(doc["createdAt"]) or at)).days
     return {
         **doc,
         "trialExpired": False,
@@ -195,6 +195,21 @@ def render_request(doc: dict) -> dict:
     result["participatingAgents"] = doc.get("participatingAgents", [])
     result["participatingBots"] = doc.get("participatingBots", [])
     result["id"] = doc["_id"]
+    return result
+
+
+def render_request_update(doc: dict) -> dict:
+    """A request as the Realtime API publishes its ``UPDATE``: populated without virtuals, and a
+    ``snapshot`` that holds only the agents (recorded in ws-04)."""
+    result = ordered(doc, REQUEST_ORDER)
+    result.pop("snapshot", None)
+    result.pop("participatingAgents", None)
+    result.pop("participatingBots", None)
+    result["requester_id"] = doc["lead"]["_id"]
+    result["participatingAgents"] = doc.get("participatingAgents", [])
+    result["participatingBots"] = doc.get("participatingBots", [])
+    result["id"] = doc["_id"]
+    result["snapshot"] = {"agents": [{"id_user": a} for a in doc.get("participantsAgents", [])]}
     return result
 
 

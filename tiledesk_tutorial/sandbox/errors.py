@@ -1,8 +1,15 @@
-"""The error answers of the sandbox, shaped as the real server's (contract §6)."""
+"""The sandbox's errors: the HTTP answers it gives, shaped as the real server's, and its own failure
+to start."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from tiledesk_tutorial.errors import TiledeskTutorialError
+
+
+class SandboxError(TiledeskTutorialError):
+    """The sandbox could not start (its port is taken, its address cannot be used)."""
 
 
 class ApiError(Exception):

@@ -1,73 +1,168 @@
-"""Run the sandbox: in background threads of the current process, or as a server until stopped."""
+"""Run the sandbox: one asyncio event loop in a background thread, serving REST and the Realtime
+API on one port with uvicorn, and sending the webhooks from the same loop.
+
+The loop has its own thread so that :func:`start_sandbox` works anywhere, a Jupyter kernel (which
+runs a loop of its own) included. Key derivation (scrypt) runs in a small thread pool beside it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cheroot import wsgi
+import uvicorn
 
 from tiledesk_tutorial.sandbox.access import Authenticator
-from tiledesk_tutorial.sandbox.activity import Activity
-from tiledesk_tutorial.sandbox.app import SandboxApp, with_prefix
+from tiledesk_tutorial.sandbox.accounts import Accounts
+from tiledesk_tutorial.sandbox.api import Api
+from tiledesk_tutorial.sandbox.app import SandboxApp
+from tiledesk_tutorial.sandbox.changes import ChangeFeed, Changes
+from tiledesk_tutorial.sandbox.conversations import Conversations
 from tiledesk_tutorial.sandbox.delivery import DeliveryWorker, RetryPolicy
-from tiledesk_tutorial.sandbox.service import SandboxService
+from tiledesk_tutorial.sandbox.errors import SandboxError
+from tiledesk_tutorial.sandbox.protocols import (
+    HEAD_TIMEOUT,
+    SandboxHttpProtocol,
+    SandboxWebSocketProtocol,
+)
+from tiledesk_tutorial.sandbox.realtime import DEFAULT_QUEUE_BYTES, Realtime
 from tiledesk_tutorial.sandbox.store import Store
+from tiledesk_tutorial.sandbox.subscriptions import Outbox, Subscriptions
+from tiledesk_tutorial.wire import SERVER_PING_INTERVAL
 
 log = logging.getLogger("tiledesk_tutorial.sandbox")
 
 DEFAULT_PREFIXES = ("/v3",)
-
-
-class SandboxError(RuntimeError):
-    """The sandbox could not start (for example, its port is taken)."""
-
-
-class _Server(wsgi.Server):
-    """cheroot's WSGI server (thread pool, keep-alive), logging through ``logging``, not stderr."""
-
-    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
-        log.log(
-            level if level > logging.INFO else logging.DEBUG, "http: %s", msg, exc_info=traceback
-        )
+#: Threads for key derivation: one per core of the laptops the tutorial runs on.
+KEY_DERIVATION_THREADS = 2
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 5.0
 
 
 class SandboxHandle:
-    """A running sandbox: its ``url``, its data folder, and ``stop()``. Also a context manager."""
+    """A running sandbox: its ``url``, its data folder, its parts, and ``stop()``.
+
+    Also a context manager. ``accounts.add_member(project_id, user_id, role)`` adds a teammate
+    (the sandbox has no invitation route); ``realtime.connections`` are the open sockets.
+    """
 
     def __init__(
         self,
-        server: _Server,
-        store: Store,
-        service: SandboxService,
-        delivery: DeliveryWorker,
+        sock: socket.socket,
         data_dir: Path,
         temporary: bool,
+        *,
+        prefixes: tuple[str, ...],
+        retry_policy: RetryPolicy | None,
+        deliveries_per_target: int,
+        realtime_ping_interval: float,
+        realtime_queue_bytes: int,
+        head_timeout: float,
     ) -> None:
-        self._server = server
-        self.store = store
-        self.service = service
-        self.delivery = delivery
         self.data_dir = data_dir
         self._temporary = temporary
-        self.host, self.port = server.bind_addr[:2]
+        self.host, self.port = sock.getsockname()[:2]
         self.url = f"http://{_url_host(self.host)}:{self.port}"
-        self._thread = threading.Thread(
-            target=server.serve, name=f"tiledesk-sandbox-{self.port}", daemon=True
+        self.store = Store(Path(data_dir) / "sandbox.sqlite3")
+        global_secret = self.store.meta("global_secret", lambda: secrets.token_hex(32))
+        self.auth = Authenticator(self.store, global_secret)
+        self.accounts = Accounts(self.store, self.auth, global_secret)
+        self.subscriptions = Subscriptions(self.store)
+        self.delivery = DeliveryWorker(
+            self.store, policy=retry_policy, origin=self.url, per_target=deliveries_per_target
         )
+        self.realtime = Realtime(
+            self.store,
+            self.auth,
+            ping_interval=realtime_ping_interval,
+            queue_bytes=realtime_queue_bytes,
+        )
+        feed = ChangeFeed(self.store, Outbox(), self._committed)
+        self.conversations = Conversations(self.store, feed)
+        self._key_derivation = ThreadPoolExecutor(
+            KEY_DERIVATION_THREADS, thread_name_prefix="sandbox-kdf"
+        )
+        api = Api(self.auth, self.accounts, self.conversations, self.subscriptions,
+                  self._key_derivation)  # fmt: skip
+        http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
+        config = uvicorn.Config(
+            SandboxApp(api, self.realtime, prefixes),
+            http=http,
+            ws=SandboxWebSocketProtocol,
+            ws_max_size=64 * 1024,  # a client's frames are small: subscribe, heartbeat, me
+            ws_ping_interval=None,  # the Realtime API pings with its own heartbeat frames
+            ws_per_message_deflate=False,  # as the real server: no compression offered
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"tiledesk-sandbox-{self.port}", daemon=True
+        )
+        self._loop_thread_id: int | None = None
         self._stopped = False
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------------------------ lifecycle
+
     def _start(self) -> SandboxHandle:
-        self.delivery.start()
         self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT) or self._failure is not None:
+            self.stop()
+            raise SandboxError(
+                f"The sandbox could not start on {self.url}: {self._failure or 'timed out'}",
+                hint="See the log above; start it again, or on another port (0 = any free one).",
+            )
         return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread_id = threading.get_ident()
+        try:
+            await self.delivery.start()
+            serving = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
+            while not self._server.started and not serving.done():
+                await asyncio.sleep(0.005)
+            if serving.done():
+                serving.result()
+            self._ready.set()
+            await serving
+        except BaseException as exc:
+            self._failure = exc
+            log.exception("the sandbox stopped on an error")
+        finally:
+            self._ready.set()
+            await self.realtime.close()
+            await self.delivery.stop()
+
+    def _committed(self, changes: Changes) -> None:
+        """A write committed: send its webhooks and publish its frames, on the event loop."""
+        if threading.get_ident() == self._loop_thread_id:
+            self._hand_over(changes)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._hand_over, changes)
+
+    def _hand_over(self, changes: Changes) -> None:
+        self.delivery.submit(changes.deliveries)
+        self.realtime.publish(changes)
 
     @property
     def running(self) -> bool:
@@ -75,18 +170,36 @@ class SandboxHandle:
         return not self._stopped
 
     def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
-        """Wait until no webhook delivery is queued or in flight; True if that happened in time."""
-        return self.delivery.wait_idle(timeout)
+        """Wait until no webhook delivery is queued, due for a retry or in flight; True if that
+        happened within ``timeout`` seconds."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopped:
+            return self.delivery.pending == 0
+        waiting = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(self.delivery.wait_idle(), timeout), loop
+        )
+        try:
+            waiting.result(timeout + 1)
+        except TimeoutError:
+            return False
+        return True
 
     def stop(self) -> None:
-        """Stop serving, stop the delivery worker, close the database. Safe to call twice."""
+        """Stop serving, stop the deliveries, close the database. Safe to call twice.
+
+        Deliveries not made yet stay in the data folder for the next start.
+        """
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-        self._server.stop()
-        self._thread.join(timeout=5)
-        self.delivery.stop()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(setattr, self._server, "should_exit", True)
+        if self._thread.is_alive():
+            self._thread.join(_STOP_TIMEOUT + 5)
+        self._sock.close()
+        self._key_derivation.shutdown(wait=True)
         self.store.close()
         if self._temporary:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -102,35 +215,6 @@ class SandboxHandle:
         return f"<SandboxHandle {self.url} {state}, data in {self.data_dir}>"
 
 
-def build_app(
-    data_dir: Path,
-    *,
-    prefixes: tuple[str, ...] = DEFAULT_PREFIXES,
-    retry_policy: RetryPolicy | None = None,
-    delivery_threads: int = 4,
-    origin: str = "http://localhost:3000",
-) -> tuple[Callable, Store, SandboxService, DeliveryWorker]:
-    """Open the data folder and assemble the WSGI application with its store and workers."""
-    store = Store(Path(data_dir) / "sandbox.sqlite3")
-    global_secret = store.meta("global_secret", lambda: secrets.token_hex(32))
-    auth = Authenticator(store, global_secret)
-    activity = Activity()
-    delivery = DeliveryWorker(
-        store, policy=retry_policy, origin=origin, threads=delivery_threads, activity=activity
-    )
-    service = SandboxService(store, auth, global_secret, on_deliveries=delivery.submit)
-    app = SandboxApp(service, extra_routes=_extra_routes(), activity=activity)
-    return with_prefix(app, prefixes), store, service, delivery
-
-
-def _extra_routes() -> dict[str, Callable]:
-    try:
-        from tiledesk_tutorial.sandbox.console import console_routes
-    except ImportError:
-        return {}
-    return console_routes()
-
-
 def start_sandbox(
     port: int = 0,
     data_dir: str | Path | None = None,
@@ -138,56 +222,69 @@ def start_sandbox(
     host: str = "127.0.0.1",
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES,
     retry_policy: RetryPolicy | None = None,
-    delivery_threads: int = 4,
+    deliveries_per_target: int = 4,
+    realtime_ping_interval: float = SERVER_PING_INTERVAL,
+    realtime_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+    head_timeout: float = HEAD_TIMEOUT,
 ) -> SandboxHandle:
-    """Start the sandbox in background threads and return its handle.
+    """Start the sandbox in a background thread and return its handle once it answers.
 
     ``port=0`` picks a free port. Without ``data_dir`` the data lives in a temporary folder that
-    ``stop()`` removes; with one, everything persists there across restarts.
+    ``stop()`` removes; with one, everything persists there across restarts. A busy port raises
+    :class:`SandboxError`. ``deliveries_per_target`` bounds the webhooks in flight to one
+    target; ``realtime_ping_interval`` is the Realtime API's heartbeat (Tiledesk's 30 s; tests
+    shorten it), ``realtime_queue_bytes`` the frames that may wait for a client that does not
+    read, ``head_timeout`` the seconds a client has to send a request's headers.
     """
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="tiledesk-sandbox-")) if temporary else Path(data_dir)
-    server = _bind(host, port)
-    url = f"http://{_url_host(server.bind_addr[0])}:{server.bind_addr[1]}"
+    sock = _bind(host, port)
     try:
-        app, store, service, delivery = build_app(
+        handle = SandboxHandle(
+            sock,
             folder,
+            temporary,
             prefixes=prefixes,
             retry_policy=retry_policy,
-            delivery_threads=delivery_threads,
-            origin=url,
+            deliveries_per_target=deliveries_per_target,
+            realtime_ping_interval=realtime_ping_interval,
+            realtime_queue_bytes=realtime_queue_bytes,
+            head_timeout=head_timeout,
         )
     except BaseException:
-        server.stop()
+        sock.close()
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
-    server.wsgi_app = app
-    return SandboxHandle(server, store, service, delivery, folder, temporary)._start()
+    return handle._start()
 
 
-def _bind(host: str, port: int) -> _Server:
-    """Create the server and bind its socket; a busy port is a one-line :class:`SandboxError`."""
-    server = _Server(
-        (host, port),
-        _not_ready,
-        numthreads=8,
-        request_queue_size=128,
-        timeout=30,
-        shutdown_timeout=2,
-        server_name="tiledesk-tutorial-sandbox",
-    )
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket; a busy port is a one-line :class:`SandboxError`."""
     try:
-        server.prepare()
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise SandboxError(
+            f"Cannot start the sandbox on {host}:{port}: {exc.strerror}.",
+            hint="Use an address of this machine, such as 127.0.0.1 or 0.0.0.0.",
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on sockets that say they are
+    # TCP, and with it on, each answer waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(1024)
     except OSError as exc:
+        sock.close()
         raise SandboxError(
             f"Cannot start the sandbox on {host}:{port}: the port is already in use "
-            "(another sandbox?). Stop the other one, or pick another port (0 = any free port)."
+            "(another sandbox?).",
+            hint="Stop the other one, or pick another port (0 = any free port).",
         ) from exc
-    return server
-
-
-def _not_ready(environ: dict, start_response: Callable) -> list[bytes]:
-    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-    return [b"starting"]
+    sock.setblocking(False)
+    return sock
 
 
 def _url_host(host: str) -> str:

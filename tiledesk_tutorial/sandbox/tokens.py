@@ -1,4 +1,5 @@
-"""JSON Web Tokens signed as Tiledesk signs them (contract §2.6), with PyJWT and HS256."""
+"""JSON Web Tokens signed and verified as Tiledesk does it (PyJWT, HS256), with the claims of
+:mod:`tiledesk_tutorial.wire`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from typing import Any
 
 import jwt
 
-from tiledesk_tutorial.sandbox.ids import new_uuid
-
-ISSUER = "https://tiledesk.com"
-AUDIENCE = "https://tiledesk.com"
-SUBSCRIPTION_AUDIENCE_PREFIX = "https://tiledesk.com/subscriptions/"
-ALGORITHM = "HS256"
+from tiledesk_tutorial.wire import (
+    JWT_PREFIX,
+    SUBJECT_GUEST,
+    SUBJECT_SUBSCRIPTION,
+    SUBJECT_USER,
+    TOKEN_ALGORITHM,
+    TOKEN_AUDIENCE,
+    TOKEN_ISSUER,
+    new_uuid,
+    subscription_audience,
+)
 
 
 def sign_user_token(user: dict[str, Any], secret: str) -> str:
@@ -24,12 +30,12 @@ def sign_user_token(user: dict[str, Any], secret: str) -> str:
         "lastname": user["lastname"],
         "emailverified": user["emailverified"],
     }
-    return "JWT " + _sign(claims, secret, AUDIENCE, "user", jti=True)
+    return JWT_PREFIX + _sign(claims, secret, TOKEN_AUDIENCE, SUBJECT_USER, jti=True)
 
 
 def sign_guest_token(guest: dict[str, Any], secret: str) -> str:
     """The ``JWT <jwt>`` token of an anonymous sign-in (``sub: guest``); ``guest`` is the user."""
-    return "JWT " + _sign(dict(guest), secret, AUDIENCE, "guest", jti=True)
+    return JWT_PREFIX + _sign(dict(guest), secret, TOKEN_AUDIENCE, SUBJECT_GUEST, jti=True)
 
 
 def sign_subscription_token(hook: dict[str, Any], secret: str) -> str:
@@ -44,8 +50,8 @@ def sign_subscription_token(hook: dict[str, Any], secret: str) -> str:
     if token is None:
         if len(_subscription_tokens) > 1000:
             _subscription_tokens.clear()
-        audience = SUBSCRIPTION_AUDIENCE_PREFIX + hook["_id"]
-        token = _sign(dict(hook), secret, audience, "subscription", issued_at=issued_at)
+        audience = subscription_audience(hook["_id"])
+        token = _sign(dict(hook), secret, audience, SUBJECT_SUBSCRIPTION, issued_at=issued_at)
         _subscription_tokens[key] = token
     return token
 
@@ -62,25 +68,15 @@ def _sign(
     issued_at: int | None = None,
 ) -> str:
     iat = int(time.time()) if issued_at is None else issued_at
-    claims.update(iat=iat, aud=audience, iss=ISSUER, sub=subject)
+    claims.update(iat=iat, aud=audience, iss=TOKEN_ISSUER, sub=subject)
     if jti:
         claims["jti"] = new_uuid()
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
-
-
-def unverified_audience(token: str) -> str | None:
-    """Read a token's audience without verifying it, to choose the key that verifies it."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    audience = claims.get("aud")
-    return audience if isinstance(audience, str) else None
+    return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
 
 
 def verify(token: str, secret: str, audience: str) -> dict[str, Any] | None:
     """Verify a token's HS256 signature and audience; return its claims, or None."""
     try:
-        return jwt.decode(token, secret, algorithms=[ALGORITHM], audience=audience)
+        return jwt.decode(token, secret, algorithms=[TOKEN_ALGORITHM], audience=audience)
     except jwt.PyJWTError:
         return None
