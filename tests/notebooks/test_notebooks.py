@@ -25,8 +25,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from support.faults import FAKE_NGROK_AUTHTOKEN, SANDBOX_WEBHOOK_SECRET, notebook_leaks
 from support.tutorial import FULL_JWT, NOTEBOOKS, clean_tutorial_env, free_port
-from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.sync.client import connect
 
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
@@ -44,21 +42,8 @@ ORDER = [
     "05_live_conversation",
     "06_realtime",
 ]
-# Notebooks that need the sandbox's Realtime API: run once the sandbox serves it.
-NEEDS_REALTIME = {"06_realtime"}
 CELL_TIMEOUT = 60  # seconds; a cell of these notebooks takes well under 2
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-
-
-def serves_realtime(port: int) -> bool:
-    """Whether the sandbox answers a tokenless WebSocket handshake on ``/`` with 401."""
-    try:
-        with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
-            return False
-    except InvalidStatus as exc:
-        return exc.response.status_code == 401
-    except (OSError, InvalidHandshake):
-        return False
 
 
 def execute(name: str, workdir: Path, *, twice: bool = False) -> nbformat.NotebookNode:
@@ -143,8 +128,7 @@ def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
         # Set, so the secrets scan proves it is shown redacted (the sandbox needs no tunnel).
         monkeypatch.setenv("NGROK_AUTHTOKEN", FAKE_NGROK_AUTHTOKEN)
-        runnable = [n for n in ORDER if n not in NEEDS_REALTIME or serves_realtime(sandbox.port)]
-        executed = {name: execute(name, workdir) for name in runnable}
+        executed = {name: execute(name, workdir) for name in ORDER}
         state = json.loads((home / "state.json").read_text())
         yield {"notebooks": executed, "sandbox": sandbox, "state": state, "workdir": workdir}
 
@@ -227,15 +211,13 @@ def test_live_conversation_notebook_chats_and_closes(tutorial_run: dict) -> None
 
 
 def test_realtime_notebook_receives_both_sides_with_no_public_url(tutorial_run: dict) -> None:
-    notebook = tutorial_run["notebooks"].get("06_realtime")
-    if notebook is None:
-        pytest.skip("the sandbox does not serve the Realtime API yet")
+    notebook = tutorial_run["notebooks"]["06_realtime"]
     shown = outputs(notebook)
     assert "<FeedState: connected to ws://127.0.0.1:" in shown
     assert "websocat 'ws://127.0.0.1:" in shown and "token=JWT%20eyJh…(" in shown
     assert (
         "message.create [visitor] John: Hi! Can I change my delivery address? | via realtime"
-        in (shown)
+        in shown
     )
     assert "message.create [agent] Ada Lovelace: Of course, John." in shown
     assert "'message.create [visitor] John: Sent while nobody was listening'" in shown
@@ -269,7 +251,7 @@ def test_no_executed_notebook_file_shows_a_secret_in_full(tutorial_run: dict) ->
     assert SANDBOX_WEBHOOK_SECRET.fullmatch(probe.secret)
     secrets = {"password": entry["password"], "ngrok authtoken": FAKE_NGROK_AUTHTOKEN}
     files = sorted(tutorial_run["workdir"].glob("*.executed.ipynb"))
-    assert [path.name.split(".")[0] for path in files] == list(tutorial_run["notebooks"])
+    assert [path.name.split(".")[0] for path in files] == ORDER
     leaks = {path.name: found for path in files if (found := notebook_leaks(path, secrets))}
     assert leaks == {}
     settings_shown = outputs(tutorial_run["notebooks"]["00_setup"])
@@ -280,8 +262,7 @@ def test_each_notebook_shares_one_account_and_project(tutorial_run: dict) -> Non
     servers = tutorial_run["state"]["servers"]
     assert list(servers) == [tutorial_run["sandbox"].url]
     for name in ORDER[2:]:
-        if name in tutorial_run["notebooks"]:
-            assert "was signed up now" not in outputs(tutorial_run["notebooks"][name]), name
+        assert "was signed up now" not in outputs(tutorial_run["notebooks"][name]), name
 
 
 @pytest.mark.timeout(120)

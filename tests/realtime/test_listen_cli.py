@@ -22,8 +22,6 @@ from typing import IO
 
 import pytest
 from realtime.helpers import Receiver
-from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.sync.client import connect
 
 from tiledesk_tutorial import TiledeskClient, new_request_id
 from tiledesk_tutorial.events import verify_token
@@ -140,17 +138,6 @@ def environment(agent: TiledeskClient, home: Path, **extra: str) -> dict[str, st
     return env
 
 
-def realtime_served(url: str) -> bool:
-    port = url.rsplit(":", 1)[1]
-    try:
-        with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
-            return False
-    except InvalidStatus as exc:
-        return exc.response.status_code == 401
-    except (OSError, InvalidHandshake):
-        return False
-
-
 def chat(agent: TiledeskClient) -> str:
     """The visitor writes, the agent answers; returns the conversation's id."""
     rid = new_request_id(agent.project_id)
@@ -163,9 +150,7 @@ SOURCES = ["realtime", "webhook"]
 
 
 @pytest.fixture(params=SOURCES)
-def source(request: pytest.FixtureRequest, sandbox_session) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "realtime" and not realtime_served(sandbox_session.url):
-        pytest.skip("the sandbox does not serve the Realtime API yet")  # until sandbox is merged
+def source(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
@@ -237,9 +222,9 @@ def test_forward_to_posts_tiledesk_webhooks_with_the_secret_shown_once(
 
 
 def test_a_failing_receiver_is_retried_and_a_set_secret_never_shown(
-    account: TiledeskClient, tmp_path: Path, receiver: Receiver, sandbox_session
-) -> None:  # type: ignore[no-untyped-def]
-    source = "realtime" if realtime_served(sandbox_session.url) else "webhook"
+    account: TiledeskClient, tmp_path: Path, receiver: Receiver
+) -> None:
+    source = "realtime"
     receiver.answers = [503, 503]
     secret = f"forward-secret-{uuid.uuid4().hex}"
     env = environment(account, tmp_path, TILEDESK_FORWARD_SECRET=secret)

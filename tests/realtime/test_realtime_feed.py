@@ -18,8 +18,6 @@ from typing import TypeVar
 import jwt
 import pytest
 from realtime.helpers import Proxy
-from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.sync.client import connect
 
 from tiledesk_tutorial import TiledeskClient, new_request_id, start_sandbox
 from tiledesk_tutorial.config import Config
@@ -67,24 +65,6 @@ def make_world(api_url: str) -> World:
     agent.sign_in(email, PASSWORD)
     agent.project_id = agent.create_project("Realtime").id
     return World(api_url, agent)
-
-
-def serves_realtime(port: int) -> bool:
-    """Whether the sandbox answers a tokenless WebSocket handshake on ``/`` with 401."""
-    try:
-        with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
-            return False
-    except InvalidStatus as exc:
-        return exc.response.status_code == 401
-    except (OSError, InvalidHandshake):
-        return False
-
-
-@pytest.fixture(autouse=True)
-def _needs_the_sandbox_realtime_api(sandbox_session) -> None:  # type: ignore[no-untyped-def]
-    # Until the sandbox branch's Realtime API is merged here (then this goes away).
-    if not serves_realtime(sandbox_session.port):
-        pytest.skip("the sandbox does not serve the Realtime API yet")
 
 
 @pytest.fixture
