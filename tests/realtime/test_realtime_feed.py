@@ -226,6 +226,25 @@ def test_heartbeats_are_sent_and_answered(world: World) -> None:
     assert stats["reconnects"] == 0
 
 
+def test_answering_the_servers_pings_keeps_the_connection() -> None:
+    # The sandbox, like Tiledesk, drops a client that sent nothing for a whole ping period; with
+    # its own heartbeats far apart, only the feed's answers to the server's pings keep it.
+    with start_sandbox(port=0, realtime_ping_interval=0.2) as server:
+        world = make_world(server.url)
+        try:
+            with world.feed(heartbeat_interval=60.0) as feed:
+                stats = until(lambda: feed.stats, lambda s: s["server_pings"] >= 5)
+                rid = new_request_id(world.project_id)
+                world.visitor().send_message(rid, "still connected")
+                feed.wait_for(lambda e: e.text == "still connected", timeout=WAIT)
+                assert feed.state.status == "connected"
+                final = feed.stats
+        finally:
+            world.agent.close()
+    assert stats["server_pings"] >= 5 and final["heartbeats_sent"] == 0
+    assert final["reconnects"] == 0
+
+
 def test_a_connection_that_stops_answering_is_replaced(world: World, sandbox_session) -> None:  # type: ignore[no-untyped-def]
     proxy = Proxy(sandbox_session.port)
     try:
