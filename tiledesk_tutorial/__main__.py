@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--curl", action="store_true", help="print each API call as a curl command (redacted)"
     )
     walk.add_argument(
+        "--realtime",
+        action="store_true",
+        help="receive over Tiledesk's Realtime API instead of webhooks (no tunnel needed)",
+    )
+    walk.add_argument(
         "--verbose", "-v", action="store_true", help="log what the package does (to stderr)"
     )
     _add_listen(commands)
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         _log_to_stderr(args.verbose)
         from tiledesk_tutorial.walkthrough import run_walkthrough
 
-        return run_walkthrough(timeout=args.timeout, show_curl=args.curl)
+        return run_walkthrough(timeout=args.timeout, show_curl=args.curl, realtime=args.realtime)
     if args.command == "listen":
         return _listen(parser, args)
     parser.error(f"unknown command {args.command!r}")
