@@ -453,6 +453,9 @@ class RealtimeFeed:
             if earlier is not None and earlier is not self:
                 logger.info("stopping the earlier feed of project %s to replace it", key[1])
                 earlier.stop()
+            previous = self._thread  # a feed that failed: its thread is ending, let it finish
+            if previous is not None and previous is not threading.current_thread():
+                previous.join(self.open_timeout + 5)
             self._stopping.clear()
             self._ready.clear()
             self._fatal = None
@@ -466,7 +469,11 @@ class RealtimeFeed:
             with _RUNNING_LOCK:
                 _RUNNING[key] = self
         if wait:
-            self._wait_ready()
+            try:
+                self._wait_ready()
+            except BaseException:  # a refusal, or Ctrl-C while waiting: nothing left running
+                self.stop()
+                raise
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -958,15 +965,12 @@ class RealtimeFeed:
     def _wait_ready(self) -> None:
         # Handshake, then the snapshot: each has open_timeout; a little more for the thread.
         if not self._ready.wait(2 * self.open_timeout + 5):
-            self.stop()
             raise RealtimeUnreachableError(
                 f"could not connect to {self.url} in {2 * self.open_timeout + 5:g} s",
                 url=self.url,
             )
         if self._fatal is not None:
-            error = self._fatal
-            self.stop()
-            raise error
+            raise self._fatal
 
 
 # -- helpers ---------------------------------------------------------------------------------------
