@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tiledesk_tutorial.events import make_delivery, make_message_payload, parse_delivery
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload, parse_delivery
 from tiledesk_tutorial.widgets import ConversationView, render_conversations
 
 SECRET = "bench-secret-0123456789abcdef0123456789"  # noqa: S105 (a made-up test value)

@@ -10,6 +10,7 @@ from pyngrok import conf, ngrok, process
 from support.ngrok_standin import install_standin
 from support.tunnel import Standin, process_alive
 
+from tiledesk_tutorial import config
 from tiledesk_tutorial.sandbox import RetryPolicy, SandboxHandle, start_sandbox
 from tiledesk_tutorial.tunnel import close_tunnel, current_tunnel_url
 
@@ -29,6 +30,15 @@ def sandbox_session() -> Iterator[SandboxHandle]:
     """One sandbox shared by a whole test session, for tests that only add their own data."""
     with start_sandbox(port=0, retry_policy=FAST_RETRIES) as handle:
         yield handle
+
+
+@pytest.fixture(autouse=True)
+def fresh_config() -> Iterator[None]:
+    """Each test reads the configuration anew: what one test set (``tutorial.start()``, an
+    environment variable) is not the process-wide default of the next."""
+    config.set_default(None)
+    yield
+    config.set_default(None)
 
 
 @pytest.fixture(autouse=True)

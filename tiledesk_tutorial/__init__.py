@@ -21,17 +21,19 @@ _EXPORTS: dict[str, str] = {
     "RealtimeError": "tiledesk_tutorial.realtime",
     "stop_all_feeds": "tiledesk_tutorial.realtime",
     "WebhookForwarder": "tiledesk_tutorial.forwarder",
-    "WebhookEvent": "tiledesk_tutorial.events",
-    "make_delivery": "tiledesk_tutorial.events",
-    "read_jsonl": "tiledesk_tutorial.events",
+    "Event": "tiledesk_tutorial.models",
+    "make_delivery": "tiledesk_tutorial.webhooks",
+    "read_jsonl": "tiledesk_tutorial.jsonl",
     "open_tunnel": "tiledesk_tutorial.tunnel",
     "close_tunnel": "tiledesk_tutorial.tunnel",
     "webhook_target": "tiledesk_tutorial.tunnel",
     "TunnelError": "tiledesk_tutorial.tunnel",
     "TiledeskClient": "tiledesk_tutorial.client",
     "new_request_id": "tiledesk_tutorial.client",
-    "Settings": "tiledesk_tutorial.settings",
-    "load_settings": "tiledesk_tutorial.settings",
+    "Config": "tiledesk_tutorial.config",
+    "load_config": "tiledesk_tutorial.config",
+    "get_default": "tiledesk_tutorial.config",
+    "set_default": "tiledesk_tutorial.config",
     "TiledeskError": "tiledesk_tutorial.errors",
     "AuthenticationError": "tiledesk_tutorial.errors",
     "PermissionDeniedError": "tiledesk_tutorial.errors",
@@ -48,7 +50,6 @@ _EXPORTS: dict[str, str] = {
     "render_conversations": "tiledesk_tutorial.widgets",
     "Tutorial": "tiledesk_tutorial.tutorial",
     "TutorialError": "tiledesk_tutorial.tutorial",
-    "start_tutorial": "tiledesk_tutorial.tutorial",
     "run_walkthrough": "tiledesk_tutorial.walkthrough",
 }
 
@@ -71,6 +72,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.client import TiledeskClient as TiledeskClient
     from tiledesk_tutorial.client import new_request_id as new_request_id
+    from tiledesk_tutorial.config import Config as Config
+    from tiledesk_tutorial.config import get_default as get_default
+    from tiledesk_tutorial.config import load_config as load_config
+    from tiledesk_tutorial.config import set_default as set_default
     from tiledesk_tutorial.errors import AuthenticationError as AuthenticationError
     from tiledesk_tutorial.errors import EmailAlreadyRegisteredError as EmailAlreadyRegisteredError
     from tiledesk_tutorial.errors import NotFoundError as NotFoundError
@@ -82,28 +87,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.errors import TiledeskTimeoutError as TiledeskTimeoutError
     from tiledesk_tutorial.errors import UnexpectedResponseError as UnexpectedResponseError
     from tiledesk_tutorial.errors import ValidationError as ValidationError
-    from tiledesk_tutorial.events import WebhookEvent as WebhookEvent
-    from tiledesk_tutorial.events import make_delivery as make_delivery
-    from tiledesk_tutorial.events import read_jsonl as read_jsonl
     from tiledesk_tutorial.forwarder import WebhookForwarder as WebhookForwarder
+    from tiledesk_tutorial.jsonl import read_jsonl as read_jsonl
     from tiledesk_tutorial.listener import ListenerError as ListenerError
     from tiledesk_tutorial.listener import WebhookListener as WebhookListener
     from tiledesk_tutorial.listener import stop_all_listeners as stop_all_listeners
     from tiledesk_tutorial.models import REQUEST_STATUS as REQUEST_STATUS
+    from tiledesk_tutorial.models import Event as Event
     from tiledesk_tutorial.realtime import RealtimeError as RealtimeError
     from tiledesk_tutorial.realtime import RealtimeFeed as RealtimeFeed
     from tiledesk_tutorial.realtime import stop_all_feeds as stop_all_feeds
     from tiledesk_tutorial.sandbox import SandboxHandle as SandboxHandle
     from tiledesk_tutorial.sandbox import start_sandbox as start_sandbox
-    from tiledesk_tutorial.settings import Settings as Settings
-    from tiledesk_tutorial.settings import load_settings as load_settings
     from tiledesk_tutorial.tunnel import TunnelError as TunnelError
     from tiledesk_tutorial.tunnel import close_tunnel as close_tunnel
     from tiledesk_tutorial.tunnel import open_tunnel as open_tunnel
     from tiledesk_tutorial.tunnel import webhook_target as webhook_target
     from tiledesk_tutorial.tutorial import Tutorial as Tutorial
     from tiledesk_tutorial.tutorial import TutorialError as TutorialError
-    from tiledesk_tutorial.tutorial import start_tutorial as start_tutorial
     from tiledesk_tutorial.walkthrough import run_walkthrough as run_walkthrough
+    from tiledesk_tutorial.webhooks import make_delivery as make_delivery
     from tiledesk_tutorial.widgets import ConversationView as ConversationView
     from tiledesk_tutorial.widgets import render_conversations as render_conversations

@@ -22,14 +22,14 @@ Each call leaves its curl equivalent in ``client.last_curl`` (secrets redacted);
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from tiledesk_tutorial import wire
+from tiledesk_tutorial.config import Config, get_default
 from tiledesk_tutorial.curl import curl_for_prepared
 from tiledesk_tutorial.errors import CallContext, TiledeskError, UnexpectedResponseError
 from tiledesk_tutorial.http import (
@@ -43,7 +43,6 @@ from tiledesk_tutorial.http import (
     Transport,
 )
 from tiledesk_tutorial.models import (
-    REQUEST_STATUS,
     AuthResult,
     DeliveryLog,
     Message,
@@ -54,13 +53,12 @@ from tiledesk_tutorial.models import (
     Subscription,
     User,
 )
-from tiledesk_tutorial.settings import Settings, load_settings
+from tiledesk_tutorial.wire import REQUEST_STATUS, SECRET_HEADER, is_object_id
 
 __all__ = ["TiledeskClient", "new_request_id"]
 
 log = logging.getLogger("tiledesk_tutorial.client")
 
-_PROJECT_ID_RE = re.compile(r"^[0-9a-fA-F]{24}$")
 _MAX_LIMIT = 100  # Tiledesk silently falls back to 40 above this (contract §4.6)
 _STATUS_BY_NAME = {name.lower(): code for code, name in REQUEST_STATUS.items()}
 
@@ -71,7 +69,7 @@ def new_request_id(project_id: str) -> str:
     The first message sent to a new id creates the conversation. Ids are unique across all
     projects of a server, so always make a new one rather than reusing an old one.
     """
-    return f"support-group-{_check_project_id(project_id)}-{uuid.uuid4().hex}"
+    return wire.new_request_id(_check_project_id(project_id))
 
 
 class TiledeskClient:
@@ -141,33 +139,34 @@ class TiledeskClient:
         self.show_curl = False
 
     @classmethod
-    def from_settings(
+    def from_config(
         cls,
-        settings: Settings | None = None,
+        config: Config | None = None,
         *,
         sandbox_url: str | None = None,
         **kwargs: Any,
     ) -> TiledeskClient:
-        """Make a client from the tutorial's settings (environment variables and ``.env``).
+        """Make a client from the tutorial's configuration (environment variables and ``.env``).
 
-        Uses ``TILEDESK_API_URL`` when it is set, otherwise ``sandbox_url`` (the embedded
-        sandbox's ``.url``); the email, password and project id come along when set. Nothing is
-        sent: call :meth:`sign_in` next.
+        ``config`` defaults to :func:`~tiledesk_tutorial.config.get_default`. Uses
+        ``TILEDESK_API_URL`` when it is set, otherwise ``sandbox_url`` (the embedded sandbox's
+        ``.url``); the email, password and project id come along when set. Nothing is sent: call
+        :meth:`sign_in` next.
 
         Raises:
             ValueError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
         """
-        settings = settings if settings is not None else load_settings()
-        base_url = settings.api_url or sandbox_url
+        config = config if config is not None else get_default()
+        base_url = config.api_url or sandbox_url
         if base_url is None:
             raise ValueError(
                 "TILEDESK_API_URL is not set, so the tutorial runs on the embedded sandbox: "
                 "start it (sandbox = start_sandbox()) and pass sandbox_url=sandbox.url, or set "
                 "TILEDESK_API_URL to use a real Tiledesk."
             )
-        kwargs.setdefault("email", settings.email)
-        kwargs.setdefault("password", settings.password)
-        kwargs.setdefault("project_id", settings.project_id)
+        kwargs.setdefault("email", config.email)
+        kwargs.setdefault("password", config.password)
+        kwargs.setdefault("project_id", config.project_id)
         return cls(base_url, **kwargs)
 
     # --- configuration ---------------------------------------------------------------------
@@ -308,7 +307,7 @@ class TiledeskClient:
         """Sign in with email and password (``POST /auth/signin``); this client keeps the token.
 
         Without arguments, uses the email and password the client was made with (for example
-        ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_settings`).
+        ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_config`).
 
         Raises:
             ValueError: no email or password.
@@ -597,7 +596,7 @@ class TiledeskClient:
             required_role="admin",
         )
         return Subscription.from_json(
-            _object(answer), secret_header=answer.headers.get("x-hook-secret")
+            _object(answer), secret_header=answer.headers.get(SECRET_HEADER)
         )
 
     def list_subscriptions(self, *, project_id: str | None = None) -> list[Subscription]:
@@ -715,7 +714,7 @@ class TiledeskClient:
         if not email or not password:
             raise ValueError(
                 "an email and a password are needed: pass them, or set TILEDESK_EMAIL and "
-                "TILEDESK_PASSWORD (in the environment or a .env file) and use from_settings()."
+                "TILEDESK_PASSWORD (in the environment or a .env file) and use from_config()."
             )
         _check_email(email)
         return email.strip(), password
@@ -742,7 +741,7 @@ class TiledeskClient:
 
 
 def _check_project_id(value: Any) -> str:
-    if not isinstance(value, str) or not _PROJECT_ID_RE.match(value.strip()):
+    if not isinstance(value, str) or not is_object_id(value.strip()):
         raise ValueError(
             f"{value!r} is not a Tiledesk project id: a project id is 24 hexadecimal characters, "
             "such as '6b0690cb0ed30d16ca8ddc1a' (use `project.id`, or the id under Project "

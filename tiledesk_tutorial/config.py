@@ -11,6 +11,7 @@ does), and the client, the tunnel, the tutorial, the walkthrough and the realtim
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values, find_dotenv
 
+from tiledesk_tutorial.errors import ConfigError, InvalidInputError
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.wire import is_object_id
 
@@ -28,11 +30,15 @@ __all__ = [
     "ENV_VARS",
     "TILEDESK_CLOUD_REALTIME_URL",
     "Config",
+    "check_http_url",
     "get_default",
+    "import_colab_secrets",
     "load_config",
     "realtime_url_for",
     "set_default",
 ]
+
+log = logging.getLogger("tiledesk_tutorial.config")
 
 #: The environment variable of each field, with what it is for (``describe()`` shows these).
 ENV_VARS: dict[str, str] = {
@@ -134,7 +140,7 @@ class Config:
             return self.realtime_url
         base = api_url or self.api_url or self.sandbox_url
         if not base:
-            raise ValueError(
+            raise ConfigError(
                 "no API URL to derive the Realtime API's address from: pass the API's base URL, "
                 "or set TILEDESK_REALTIME_URL."
             )
@@ -175,6 +181,37 @@ class Config:
         return replace(self, **changes)
 
 
+def check_http_url(
+    url: Any,
+    what: str = "the base URL",
+    *,
+    allow_query: bool = False,
+    error: type[InvalidInputError] = InvalidInputError,
+) -> str:
+    """Check and tidy an http(s) URL: ``http(s)://host[:port][/path]``, without a trailing ``/``.
+
+    The one check of a server's address, for a setting (``TILEDESK_API_URL``...) and for the
+    client's ``base_url`` alike. ``what`` names the value in the message.
+
+    Raises:
+        InvalidInputError: (or ``error``) empty, not http(s), or with a query or fragment (unless
+            ``allow_query``).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise error(f"{what} is empty: pass the sandbox's `.url`, or https://api.tiledesk.com/v3.")
+    value = url.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        guess = f" Did you mean https://{value}?" if "://" not in value else ""
+        raise error(
+            f"{what} is {value!r}, which is not an http:// or https:// URL: give a full http:// or "
+            f"https:// URL, such as https://api.tiledesk.com/v3 or http://127.0.0.1:3000.{guess}"
+        )
+    if not allow_query and (parts.query or parts.fragment):
+        raise error(f"{what} {value!r} must not have a query (?...) or fragment (#...).")
+    return value
+
+
 def realtime_url_for(api_url: str) -> str:
     """The Realtime API's address derived from an API base URL.
 
@@ -185,7 +222,7 @@ def realtime_url_for(api_url: str) -> str:
     """
     parts = urlsplit(api_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{api_url!r} is not an http:// or https:// API URL.")
+        raise ConfigError(f"{api_url!r} is not an http:// or https:// API URL.")
     if (parts.hostname or "").lower() in _CLOUD_API_HOSTS:
         return TILEDESK_CLOUD_REALTIME_URL
     scheme = "wss" if parts.scheme == "https" else "ws"
@@ -210,9 +247,9 @@ def load_config(
         removed; a trailing ``/`` is removed from http(s) URLs.
 
     Raises:
-        ValueError: a value is malformed (a URL without ``http(s)://``, a project id that is not 24
+        ConfigError: a value is malformed (a URL without ``http(s)://``, a project id that is not 24
             hex characters, a port that is no port); the message names the variable and where it
-            was set.
+            was set. It is a ``ValueError`` too.
     """
     env = os.environ if environ is None else environ
     file_values: dict[str, str | None] = {}
@@ -242,7 +279,7 @@ def get_default() -> Config:
     """The process-wide configuration: read from the environment and ``.env`` on first use.
 
     Raises:
-        ValueError: a variable is malformed (see :func:`load_config`).
+        ConfigError: a variable is malformed (see :func:`load_config`).
     """
     global _default
     with _default_lock:
@@ -256,6 +293,32 @@ def set_default(config: Config | None) -> None:
     global _default
     with _default_lock:
         _default = config
+
+
+def import_colab_secrets(names: tuple[str, ...] | None = None) -> list[str]:
+    """In Google Colab, copy the tutorial's variables from the notebook's secrets (the key icon)
+    into this kernel's environment, unless already set. Returns the names copied (never values).
+
+    ``names`` defaults to every variable of :data:`ENV_VARS`. Outside Colab this does nothing and
+    returns ``[]``.
+    """
+    try:
+        from google.colab import userdata  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    copied = []
+    for name in names or tuple(ENV_VARS.values()):
+        if os.environ.get(name):
+            continue
+        try:
+            value = userdata.get(name)
+        except Exception as exc:  # SecretNotFoundError, NotebookAccessError, TimeoutException
+            log.debug("Colab secret %s not read: %s", name, type(exc).__name__)
+            continue
+        if value:
+            os.environ[name] = str(value)
+            copied.append(name)
+    return copied
 
 
 def _find_env_file(env_file: str | os.PathLike[str] | None) -> Path | None:
@@ -273,31 +336,24 @@ def _find_env_file(env_file: str | os.PathLike[str] | None) -> Path | None:
 
 def _checked(name: str, value: str, where: str) -> Any:
     if name in _URLS:
-        value = value.rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            guess = f" Did you mean https://{value}?" if "://" not in value else ""
-            raise ValueError(
-                f"{where} is {value!r}: it must be a full http:// or https:// URL, such as "
-                f"https://api.tiledesk.com/v3.{guess}"
-            )
+        return check_http_url(value, where, allow_query=name == "webhook_url", error=ConfigError)
     if name == "realtime_url":
         parts = urlsplit(value)
         if parts.scheme not in ("ws", "wss") or not parts.netloc:
-            raise ValueError(
+            raise ConfigError(
                 f"{where} is {value!r}: it must be a ws:// or wss:// URL, such as "
                 f"{TILEDESK_CLOUD_REALTIME_URL} or ws://localhost:3000/."
             )
     if name == "project_id" and not is_object_id(value):
-        raise ValueError(
+        raise ConfigError(
             f"{where} is {value!r}: a project id is 24 hexadecimal characters (find it in the "
             "dashboard under Project Settings, or as `project.id` after create_project())."
         )
     if name == "email" and "@" not in value:
-        raise ValueError(f"{where} is {value!r}, which is not an email address.")
+        raise ConfigError(f"{where} is {value!r}, which is not an email address.")
     if name == "listener_port":
         if not value.isdigit() or not 0 < int(value) < 65536:
-            raise ValueError(f"{where} is {value!r}: a port is a number from 1 to 65535.")
+            raise ConfigError(f"{where} is {value!r}: a port is a number from 1 to 65535.")
         return int(value)
     if name == "home":
         return Path(value).expanduser()

@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from tiledesk_tutorial.redact import redact, redact_jwts
+from tiledesk_tutorial.wire import JWT_PREFIX, with_jwt_prefix
 
 __all__ = ["curl_for_prepared", "render_curl"]
 
@@ -79,8 +80,8 @@ def _authorization_option(value: str) -> str:
             decoded = ""
         user = decoded.partition(":")[0] or "?"
         return f"-u {shlex.quote(f'{user}:***')}"
-    if scheme.lower() == "jwt":
-        shown = redact("JWT " + credentials)
+    if scheme.lower() == JWT_PREFIX.strip().lower():
+        shown = redact(with_jwt_prefix(credentials))
         return f"-H {shlex.quote('Authorization: ' + shown)}"
     return f"-H {shlex.quote(f'Authorization: {scheme} ***')}"
 

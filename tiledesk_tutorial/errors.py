@@ -18,12 +18,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tiledesk_tutorial.redact import redact_jwts
+from tiledesk_tutorial.wire import bare_token, retry_after_seconds
 
 __all__ = [
     "SHORT_TRACEBACKS",
     "AuthenticationError",
     "CallContext",
+    "ConfigError",
     "EmailAlreadyRegisteredError",
+    "InvalidInputError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -100,6 +103,18 @@ class TiledeskTutorialError(Exception):
             "(Full traceback: tiledesk_tutorial.errors.SHORT_TRACEBACKS = False, then run again.)"
         )
         return lines
+
+
+class InvalidInputError(TiledeskTutorialError, ValueError):
+    """A value given to the package is not what it must be: an argument, or a setting.
+
+    Also a ``ValueError``, so ``except ValueError`` keeps working.
+    """
+
+
+class ConfigError(InvalidInputError):
+    """An environment variable (or ``.env`` line) is malformed; the message names it and where it
+    was set."""
 
 
 class TiledeskError(TiledeskTutorialError):
@@ -301,7 +316,7 @@ def error_for_response(
 
     if status == 429:
         err = RateLimitError(summary, hint=_hint_429(headers), **kwargs)
-        err.retry_after = _retry_after_seconds(headers)
+        err.retry_after = retry_after_seconds(headers)
         return err
 
     if status >= 500:
@@ -506,7 +521,7 @@ def _hint_validation(status: int, msg: str, context: CallContext) -> str | None:
 
 
 def _hint_429(headers: Any) -> str:
-    after = _retry_after_seconds(headers)
+    after = retry_after_seconds(headers)
     wait = f"wait {after:g} s" if after is not None else "wait a little"
     return f"too many calls in a short time: {wait} and try again (GET calls retry by themselves)."
 
@@ -595,16 +610,6 @@ def _snippet(text: str) -> str:
     return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 1] + "…"
 
 
-def _retry_after_seconds(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def _exception_chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     todo: list[Any] = [exc]
@@ -630,7 +635,7 @@ def _caller_frame(tb: Any) -> traceback.FrameSummary | None:
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
-        bare = secret.split(" ", 1)[1] if secret.lower().startswith("jwt ") else secret
+        bare = bare_token(secret)
         if len(bare) >= 4:
             text = text.replace(bare, "***")
     return redact_jwts(text)

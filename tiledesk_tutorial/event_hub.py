@@ -12,9 +12,11 @@ The webhook listener (Tiledesk posts to you) and the realtime feed (you subscrib
   the callbacks happen under one lock, so no two receiving threads can swap them.
 
 Two kinds of callbacks: ``on_event(fn)`` gets one event at a time (what a learner writes);
-``on_events(fn, key=...)`` gets every event kept since its last call as one list, so a view redraws
-once per burst instead of once per event. A callback registered again under the same key replaces
-the first, so a re-run notebook cell does not call it twice.
+``on_events(fn, key=..., min_interval=...)`` gets every event kept since its last call as one list,
+at most once every ``min_interval`` seconds and always once more after the last event, so a view
+redraws a few times per burst instead of once per event (the worker waits for the interval on its
+condition, never in a callback, so the other callbacks are not held up). A callback registered
+again under the same key replaces the first, so a re-run notebook cell does not call it twice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from tiledesk_tutorial.models import Event
 
@@ -43,10 +46,12 @@ BatchCallback = Callable[[list[Event]], Any]
 EventPredicate = Callable[[Event], bool]
 
 
+@runtime_checkable
 class EventSource(Protocol):
     """What a view or a tool follows: the webhook listener or the realtime feed.
 
-    Both expose their :class:`EventHub`'s callbacks and reads, plus whether they are running.
+    Both expose their :class:`EventHub`'s callbacks and reads, plus whether they are running
+    (``isinstance(x, EventSource)`` checks that the methods are there).
     """
 
     @property
@@ -59,8 +64,11 @@ class EventSource(Protocol):
         """The kept events, oldest first."""
         ...
 
-    def on_events(self, callback: BatchCallback, *, key: Hashable) -> BatchCallback:
-        """Call ``callback(batch)`` with the newly kept events; ``key`` replaces an earlier one."""
+    def on_events(
+        self, callback: BatchCallback, *, key: Hashable, min_interval: float = 0.0
+    ) -> BatchCallback:
+        """Call ``callback(batch)`` with the newly kept events, at most once every
+        ``min_interval`` seconds; ``key`` replaces an earlier callback."""
         ...
 
     def remove_callback(self, callback_or_key: Any) -> None:
@@ -77,19 +85,36 @@ class EventSource(Protocol):
 _STOP = object()
 
 
+@dataclass
+class _Batcher:
+    """A batch callback, the events it has not had yet, and when it may be called again."""
+
+    key: Hashable
+    callback: BatchCallback
+    min_interval: float
+    pending: list[Event] = field(default_factory=list)
+    next_at: float = 0.0  # time.monotonic() before which it is not called again
+
+
 class EventHub:
     """A bounded, thread-safe store of events with callbacks on one worker thread.
 
     Args:
         max_events: how many of the newest events to keep.
-        name: the worker thread's name (it shows in thread dumps and leak checks).
+        name: the worker thread's name (it shows in thread dumps and leak checks); it may be
+            changed until :meth:`start`.
+        label: what the events are, in log lines (``"webhook"`` gives "webhook callback ...
+            failed").
     """
 
-    def __init__(self, max_events: int = 1000, *, name: str = "tiledesk-events") -> None:
+    def __init__(
+        self, max_events: int = 1000, *, name: str = "tiledesk-events", label: str = "event"
+    ) -> None:
         if not isinstance(max_events, int) or max_events < 1:
             raise ValueError(f"max_events must be a whole number of 1 or more, not {max_events!r}")
         self.max_events = max_events
         self.name = name
+        self.label = label
         self._events: deque[tuple[int, Event]] = deque(maxlen=max_events)
         # Repeats come within seconds (retries) or minutes (a reconnect's snapshot): remembering
         # many more keys than events costs little and keeps a scrolled-out event from coming back.
@@ -99,7 +124,7 @@ class EventHub:
         self._cond = threading.Condition()
         self._inbox: deque[Any] = deque()
         self._each: list[tuple[Hashable, EventCallback]] = []
-        self._batch: list[tuple[Hashable, BatchCallback]] = []
+        self._batchers: list[_Batcher] = []
         self._worker: threading.Thread | None = None
         self._busy = False
         self.duplicates = 0
@@ -125,14 +150,24 @@ class EventHub:
             self._each.append((name if name is not None else object(), callback))
         return callback
 
-    def on_events(self, callback: BatchCallback, *, key: Hashable) -> BatchCallback:
+    def on_events(
+        self, callback: BatchCallback, *, key: Hashable, min_interval: float = 0.0
+    ) -> BatchCallback:
         """Call ``callback(events)`` with every event kept since its last call (a non-empty list,
-        oldest first), on the worker thread. ``key`` replaces an earlier callback with that key."""
+        oldest first), on the worker thread. ``key`` replaces an earlier callback with that key.
+
+        With ``min_interval`` (seconds), calls are at least that far apart: the events of a burst
+        gather into one call, and one more call comes for the last of them. The worker waits for
+        the interval between other work, so ``on_event`` callbacks are not delayed.
+        """
         if not callable(callback):
             raise TypeError(f"on_events needs a function taking a list of events, got {callback!r}")
+        if isinstance(min_interval, bool) or not isinstance(min_interval, int | float):
+            raise TypeError(f"min_interval must be a number of seconds, not {min_interval!r}")
+        batcher = _Batcher(key, callback, max(0.0, float(min_interval)))
         with self._cond:
-            self._batch = [(k, fn) for k, fn in self._batch if k != key]
-            self._batch.append((key, callback))
+            self._batchers = [b for b in self._batchers if b.key != key]
+            self._batchers.append(batcher)
         return callback
 
     def remove_callback(self, callback_or_key: Any) -> None:
@@ -144,7 +179,7 @@ class EventHub:
 
         with self._cond:
             self._each = [entry for entry in self._each if kept(entry)]
-            self._batch = [entry for entry in self._batch if kept(entry)]
+            self._batchers = [b for b in self._batchers if kept((b.key, b.callback))]
 
     # -- keeping events --------------------------------------------------------------------
     def add(self, event: Event, persist: Callable[[Event], None] | None = None) -> bool:
@@ -172,6 +207,8 @@ class EventHub:
             self._events.append((self._seq, event))
             if self._worker is not None:
                 self._inbox.append(event)
+                for batcher in self._batchers:
+                    batcher.pending.append(event)
             self._cond.notify_all()
         return True
 
@@ -203,9 +240,10 @@ class EventHub:
 
     @property
     def pending(self) -> int:
-        """Events kept but not yet handed to the callbacks."""
+        """Events kept but not yet handed to the callbacks (a call running counts as one)."""
         with self._cond:
-            return len(self._inbox) + (1 if self._busy else 0)
+            waiting = max([len(self._inbox), *(len(b.pending) for b in self._batchers)])
+            return waiting + (1 if self._busy else 0)
 
     @property
     def queued(self) -> int:
@@ -241,7 +279,7 @@ class EventHub:
         """Wait until every kept event has been through the callbacks; False after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._inbox or self._busy:
+            while self._worker is not None and self._due_work():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -255,6 +293,8 @@ class EventHub:
             if self._worker is not None:
                 return
             self._inbox.clear()
+            for batcher in self._batchers:
+                batcher.pending.clear()
             self._worker = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._worker.start()
 
@@ -272,28 +312,42 @@ class EventHub:
             if worker.is_alive():
                 logger.warning("a callback of %s still runs after %.0f s", self.name, timeout)
 
+    def _due_work(self) -> bool:
+        """Whether events wait for a callback (caller holds the lock)."""
+        return bool(self._inbox) or self._busy or any(b.pending for b in self._batchers)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._inbox:
-                    self._cond.wait()
-                batch: list[Event] = []
+                while True:
+                    moment = time.monotonic()
+                    due = [b for b in self._batchers if b.pending and b.next_at <= moment]
+                    if self._inbox or due:
+                        break
+                    waits = [b.next_at - moment for b in self._batchers if b.pending]
+                    self._cond.wait(min(waits) if waits else None)
+                events: list[Event] = []
                 stop = False
                 while self._inbox:
                     item = self._inbox.popleft()
                     if item is _STOP:
                         stop = True
                         break
-                    batch.append(item)
-                each, batched = list(self._each), list(self._batch)
-                self._busy = bool(batch)
+                    events.append(item)
+                if stop:  # what is still gathering is handed over now
+                    due = [b for b in self._batchers if b.pending]
+                batches = [(b.callback, b.pending) for b in due]
+                for batcher in due:
+                    batcher.pending = []
+                    batcher.next_at = moment + batcher.min_interval
+                each = list(self._each)
+                self._busy = bool(events or batches)
             try:
-                for event in batch:
+                for event in events:
                     for _, callback in each:
                         self._call(callback, event)
-                if batch:
-                    for _, callback in batched:
-                        self._call(callback, batch)
+                for callback, batch in batches:
+                    self._call(callback, batch)
             finally:
                 with self._cond:
                     self._busy = False
@@ -312,13 +366,14 @@ class EventHub:
                 self.last_callback_error = f"{name}: {type(exc).__name__}: {exc}"
             if first:
                 logger.warning(
-                    "callback %s failed: %s: %s (further failures are counted in .stats)",
+                    "%s callback %s failed: %s: %s (further failures are counted in .stats)",
+                    self.label,
                     name,
                     type(exc).__name__,
                     exc,
                 )
             else:
-                logger.debug("callback %s failed", name, exc_info=True)
+                logger.debug("%s callback %s failed", self.label, name, exc_info=True)
 
 
 def _key_of(callback: Callable[..., Any]) -> tuple[str, str] | None:

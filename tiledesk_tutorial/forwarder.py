@@ -41,13 +41,11 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tiledesk_tutorial.events import sign_delivery
 from tiledesk_tutorial.models import MESSAGE_CREATE, Event
 from tiledesk_tutorial.redact import redact
+from tiledesk_tutorial.webhooks import make_hook, sign_delivery
 from tiledesk_tutorial.wire import (
     epoch_ms,
-    iso_now,
-    new_object_id,
     now,
     retry_after_seconds,
     webhook_headers,
@@ -157,19 +155,9 @@ class WebhookForwarder:
         self.max_retry_delay = max(max_retry_delay, first_retry_delay)
         self.max_pending = max_pending
         self._report = report or (lambda result: logger.info("%s", result.summary(self.target)))
-        created = iso_now()
         # One subscription per kind of event, as Tiledesk has (its _id is the token's audience).
         self.hooks: dict[str, dict[str, Any]] = {
-            kind: {
-                "_id": new_object_id(),
-                "target": target,
-                "event": kind,
-                "id_project": project_id,
-                "createdBy": created_by or project_id,
-                "createdAt": created,
-                "updatedAt": created,
-                "__v": 0,
-            }
+            kind: make_hook(kind, target=target, project_id=project_id, created_by=created_by)
             for kind in self.events
         }
         self._tokens = {

@@ -21,22 +21,24 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-import jwt
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
+from tiledesk_tutorial.config import check_http_url
 from tiledesk_tutorial.errors import (
     CallContext,
+    InvalidInputError,
     error_for_response,
     error_for_transport_failure,
     unexpected_body_error,
 )
 from tiledesk_tutorial.redact import redact
+from tiledesk_tutorial.wire import bare_token, unverified_claims, with_jwt_prefix
 
 __all__ = [
     "DEFAULT_BACKOFF_FACTOR",
@@ -81,46 +83,32 @@ def normalize_token(token: str) -> str:
             or has spaces or line breaks inside.
     """
     if not isinstance(token, str) or not token.strip():
-        raise ValueError("the token is empty: pass the `token` value that sign-in returned.")
+        raise InvalidInputError("the token is empty: pass the `token` value that sign-in returned.")
     value = token.strip()
     scheme, _, rest = value.partition(" ")
     if scheme.lower() == "bearer":
-        raise ValueError(
+        raise InvalidInputError(
             "this token uses the `Bearer` scheme, which Tiledesk rejects (401): Tiledesk wants "
             "`Authorization: JWT <token>`. Pass the token as sign-in returned it (it starts with "
             "'JWT '), or the bare JWT."
         )
     if scheme.lower() == "jwt" and rest:
-        value = rest.strip()
+        value = bare_token(value)
     if any(c.isspace() for c in value):
-        raise ValueError(
+        raise InvalidInputError(
             "the token has spaces or line breaks inside: copy it again, in one piece "
             "(a JWT looks like xxxxx.yyyyy.zzzzz)."
         )
-    return f"JWT {value}"
+    return with_jwt_prefix(value)
 
 
 def normalize_base_url(base_url: str) -> str:
     """Check and tidy a base URL: ``http(s)://host[:port][/prefix]``, without a trailing ``/``.
 
     Raises:
-        ValueError: not an http(s) URL, or it carries a query or fragment.
+        InvalidInputError: not an http(s) URL, or it carries a query or fragment.
     """
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ValueError(
-            "the base URL is empty: pass the sandbox's `.url`, or https://api.tiledesk.com/v3."
-        )
-    url = base_url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        guess = f" Did you mean https://{url}?" if "://" not in url else ""
-        raise ValueError(
-            f"the base URL {url!r} is not an http:// or https:// URL, such as "
-            f"https://api.tiledesk.com/v3 or http://127.0.0.1:3000.{guess}"
-        )
-    if parts.query or parts.fragment:
-        raise ValueError(f"the base URL {url!r} must not have a query (?...) or fragment (#...).")
-    return url
+    return check_http_url(base_url, "the base URL")
 
 
 class JWTAuth(AuthBase):
@@ -136,11 +124,7 @@ class JWTAuth(AuthBase):
     @property
     def subject(self) -> str | None:
         """The token's ``sub`` claim (``"user"`` or ``"guest"``), read without verification."""
-        try:
-            claims = jwt.decode(self.token[4:], options={"verify_signature": False})
-        except jwt.PyJWTError:
-            return None
-        sub = claims.get("sub")
+        sub = unverified_claims(self.token).get("sub")
         return sub if isinstance(sub, str) else None
 
     def __repr__(self) -> str:

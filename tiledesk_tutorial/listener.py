@@ -5,9 +5,11 @@
     listener.on_event(lambda event: print(event.summary()))
     listener.wait_for(lambda e: e.text == "hello", timeout=10)
 
-The request thread does only what a delivery needs (check the secret, parse, drop retries, keep,
-append to the JSON Lines file, queue for callbacks) and answers at once; callbacks run on one
-long-lived worker thread, never on a request thread (a thread per request that touches widgets
+The request thread does only what a delivery needs (verify it with
+:func:`~tiledesk_tutorial.webhooks.verify_delivery`, then hand it to the listener's
+:class:`~tiledesk_tutorial.event_hub.EventHub`, which drops retries, appends it to the JSON Lines
+file and queues it for the callbacks in one step) and answers at once. Callbacks run on the hub's
+one long-lived worker thread, never on a request thread (a thread per request that touches widgets
 exhausts the kernel's sockets under a burst; see docs/webhooks.md).
 """
 
@@ -17,15 +19,11 @@ import errno
 import json
 import logging
 import os
-import queue
 import socket
 import threading
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -38,26 +36,30 @@ from werkzeug.serving import (
     select_address_family,
 )
 
-from tiledesk_tutorial.events import (
-    KEPT_HEADERS,
-    SECRET_HEADER,
-    InvalidDelivery,
-    InvalidSignature,
-    WebhookEvent,
-    match_secret,
-    parse_delivery,
-    verify_token,
-)
+from tiledesk_tutorial.errors import InvalidInputError, TiledeskTutorialError
+from tiledesk_tutorial.event_hub import BatchCallback, EventCallback, EventHub, EventPredicate
+from tiledesk_tutorial.jsonl import JsonlWriter
+from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.webhooks import WebhookVerificationError, verify_delivery
+from tiledesk_tutorial.wire import now
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "ListenerError",
+    "PortInUseError",
+    "WebhookListener",
+    "WebhookTimeout",
+    "running_listeners",
+    "stop_all_listeners",
+]
 
 logger = logging.getLogger("tiledesk_tutorial.listener")
 
 MAX_BODY_BYTES = 1024 * 1024
-EventCallback = Callable[[WebhookEvent], Any]
-EventPredicate = Callable[[WebhookEvent], bool]
 
 
-class ListenerError(RuntimeError):
-    """The webhook listener could not do what was asked; the message says what to do next."""
+class ListenerError(TiledeskTutorialError):
+    """The webhook listener could not do what was asked; the hint says what to do next."""
 
 
 class PortInUseError(ListenerError):
@@ -67,134 +69,9 @@ class PortInUseError(ListenerError):
 class WebhookTimeout(ListenerError, TimeoutError):
     """``wait_for`` did not see the events it waited for in time. ``events`` holds what matched."""
 
-    def __init__(self, message: str, events: list[WebhookEvent]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, events: list[Event], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
         self.events = events
-
-
-# -- the store ---------------------------------------------------------------------------------
-class EventStore:
-    """A bounded, thread-safe, in-memory list of events that keeps each retried delivery once.
-
-    ``add`` wakes every ``wait`` at once (a :class:`threading.Condition`, no polling).
-    """
-
-    def __init__(self, max_events: int = 1000) -> None:
-        if max_events < 1:
-            raise ValueError("max_events must be at least 1")
-        self.max_events = max_events
-        self._events: deque[tuple[int, WebhookEvent]] = deque(maxlen=max_events)
-        # Retries come within seconds; remembering many more keys than events costs little.
-        self._keys: OrderedDict[tuple[Any, ...], None] = OrderedDict()
-        self._max_keys = max(10_000, 10 * max_events)
-        self._seq = 0
-        self._cond = threading.Condition()
-        self.duplicates = 0
-        self.evicted = 0
-
-    def add(
-        self, event: WebhookEvent, persist: Callable[[WebhookEvent], None] | None = None
-    ) -> bool:
-        """Keep ``event`` unless it repeats one already kept; return whether it was kept.
-
-        ``persist`` (e.g. a file append) runs first, under the store's lock: if it raises, nothing
-        is kept, so a retry of the same delivery can succeed later.
-        """
-        key = event.dedupe_key
-        with self._cond:
-            if key is not None and key in self._keys:
-                self.duplicates += 1
-                return False
-            if persist is not None:
-                persist(event)
-            if key is not None:
-                self._keys[key] = None
-                if len(self._keys) > self._max_keys:
-                    self._keys.popitem(last=False)
-            if len(self._events) == self.max_events:
-                self.evicted += 1
-            self._seq += 1
-            self._events.append((self._seq, event))
-            self._cond.notify_all()
-        return True
-
-    def snapshot(self) -> list[WebhookEvent]:
-        """A copy of the kept events, oldest first."""
-        with self._cond:
-            return [event for _, event in self._events]
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._events)
-
-    def last(self) -> WebhookEvent | None:
-        """The most recently kept event, or ``None``."""
-        with self._cond:
-            return self._events[-1][1] if self._events else None
-
-    def clear(self) -> None:
-        """Forget the kept events (retries of them are still recognised)."""
-        with self._cond:
-            self._events.clear()
-
-    def wait(
-        self, predicate: EventPredicate | None, count: int, timeout: float
-    ) -> list[WebhookEvent]:
-        """Return the kept events matching ``predicate`` as soon as there are ``count`` of them.
-
-        Events already kept count. Returns what matched so far (fewer than ``count``) when
-        ``timeout`` seconds pass. The predicate runs on the calling thread, outside the lock.
-        """
-        deadline = time.monotonic() + timeout
-        matches: list[WebhookEvent] = []
-        seen = 0
-        while True:
-            with self._cond:
-                while self._seq == seen:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return matches
-                    self._cond.wait(remaining)
-                fresh = self._since(seen)
-                seen = self._seq
-            matches.extend(e for e in fresh if predicate is None or predicate(e))
-            if len(matches) >= count:
-                return matches
-
-    def _since(self, seq: int) -> list[WebhookEvent]:
-        fresh = []
-        for number, event in reversed(self._events):
-            if number <= seq:
-                break
-            fresh.append(event)
-        fresh.reverse()
-        return fresh
-
-
-class _JsonlWriter:
-    """Appends one JSON line per event and flushes it, so that a crash loses nothing kept."""
-
-    def __init__(self, path: Path, fsync: bool) -> None:
-        self.path = path
-        self.fsync = fsync
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] = path.open("a", encoding="utf-8")
-
-    def write(self, event: WebhookEvent) -> None:
-        record = event.to_record()
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        try:
-            self._handle.write(line + "\n")
-        except UnicodeEncodeError:
-            # An unpaired surrogate ("\\ud800" in the body: JavaScript strings allow them) has no
-            # UTF-8 form; written as an escape, the line is ASCII and reads back the same.
-            self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._handle.flush()
-        if self.fsync:
-            os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        self._handle.close()
 
 
 # -- the HTTP side ---------------------------------------------------------------------------
@@ -211,7 +88,6 @@ class _QuietRequestHandler(WSGIRequestHandler):
         logger.debug("http: " + message, *args)
 
 
-_STOP = object()
 _RUNNING: dict[int, WebhookListener] = {}
 _RUNNING_LOCK = threading.RLock()
 
@@ -224,11 +100,13 @@ class WebhookListener:
     ``verify_token=True`` also requires the body's ``token`` to be a JWT from that subscription.
     With no secret, every well-formed delivery is accepted.
 
-    Kept events are in :attr:`events` (the last ``max_events``); with ``store_file`` each one is
-    also appended to a JSON Lines file (read it back with
-    :func:`tiledesk_tutorial.events.read_jsonl`). A retried delivery is kept once
-    (:attr:`WebhookEvent.dedupe_key`). Callbacks registered with :meth:`on_event` run on one
-    worker thread, in arrival order.
+    Kept events are :class:`~tiledesk_tutorial.models.Event` objects in :attr:`events` (the last
+    ``max_events``); with ``store_file`` each one is also appended to a JSON Lines file (read it
+    back with :func:`tiledesk_tutorial.jsonl.read_jsonl`). A retried delivery is kept once
+    (:attr:`Event.dedupe_key`). Callbacks registered with :meth:`on_event` (one event) or
+    :meth:`on_events` (batches) run on one worker thread, in the order the events were kept. The
+    listener is an :class:`~tiledesk_tutorial.event_hub.EventSource`: a
+    :class:`~tiledesk_tutorial.widgets.ConversationView` follows it.
 
     Starting a listener on a port that an earlier listener of this process holds stops that one
     first, so re-running a notebook cell replaces the server instead of failing. Use a fixed
@@ -249,7 +127,7 @@ class WebhookListener:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(
+            raise InvalidInputError(
                 f"port must be an integer from 0 to 65535 (0: any free port), got {port!r}"
             )
         self.host = host
@@ -264,30 +142,27 @@ class WebhookListener:
         for value in [secret] if isinstance(secret, str) or secret is None else secret:
             if value is not None:
                 self.add_secret(value)
-        self._store = EventStore(max_events)
-        self._callbacks: list[EventCallback] = []
+        self._hub = EventHub(max_events, name="tiledesk-listener-callbacks", label="webhook")
         self._stats_lock = threading.Lock()
         self._stats: dict[str, Any] = {
             "received": 0,
             "kept": 0,
             "rejected": 0,
             "last_rejection": None,
-            "callback_errors": 0,
-            "last_callback_error": None,
         }
         self._lifecycle = threading.RLock()
         self._server: BaseWSGIServer | None = None
         self._server_thread: threading.Thread | None = None
-        self._worker: threading.Thread | None = None
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._writer: _JsonlWriter | None = None
+        self._writer: JsonlWriter | None = None
         self._app = self._build_app()
 
     # -- configuration ---------------------------------------------------------------------
     def add_secret(self, secret: str) -> WebhookListener:
         """Accept deliveries carrying this subscription secret (from the subscribe response)."""
         if not isinstance(secret, str) or not secret:
-            raise ValueError("secret must be a non-empty string: the 'secret' of a subscription")
+            raise InvalidInputError(
+                "secret must be a non-empty string: the 'secret' of a subscription"
+            )
         if secret not in self._secrets:
             self._secrets = [*self._secrets, secret]
         return self
@@ -297,25 +172,28 @@ class WebhookListener:
         """How many subscription secrets the listener checks deliveries against."""
         return len(self._secrets)
 
-    def on_event(self, callback: EventCallback) -> EventCallback:
+    def on_event(self, callback: EventCallback, *, key: Hashable | None = None) -> EventCallback:
         """Call ``callback(event)`` for each kept event, on the listener's worker thread.
 
         Returns ``callback``, so it can be used as a decorator. A function with the same name as
-        one already registered replaces it, so re-running the notebook cell that defines and
-        registers it does not call it twice (lambdas are always added). Exceptions are counted in
-        :attr:`stats` and logged (the first as a warning, later ones at debug level); they never
-        reach Tiledesk, which has already had its 200.
+        one already registered (or the same ``key``) replaces it, so re-running the notebook cell
+        that defines and registers it does not call it twice (lambdas are always added).
+        Exceptions are counted in :attr:`stats` and logged (the first as a warning, later ones at
+        debug level); they never reach Tiledesk, which has already had its 200.
         """
-        if not callable(callback):
-            raise TypeError(f"on_event needs a function taking one event, got {callback!r}")
-        key = _callback_key(callback)
-        kept = [fn for fn in self._callbacks if key is None or _callback_key(fn) != key]
-        self._callbacks = [*kept, callback]
-        return callback
+        return self._hub.on_event(callback, key=key)
 
-    def remove_callback(self, callback: EventCallback) -> None:
-        """Stop calling ``callback``; unknown callbacks are ignored."""
-        self._callbacks = [fn for fn in self._callbacks if fn is not callback]
+    def on_events(
+        self, callback: BatchCallback, *, key: Hashable, min_interval: float = 0.0
+    ) -> BatchCallback:
+        """Call ``callback(events)`` with the events kept since its last call, as one list, at
+        most once every ``min_interval`` seconds (what a view uses to redraw once per burst).
+        ``key`` replaces an earlier callback registered with it."""
+        return self._hub.on_events(callback, key=key, min_interval=min_interval)
+
+    def remove_callback(self, callback_or_key: Any) -> None:
+        """Stop calling a callback (given itself or its key); unknown ones are ignored."""
+        self._hub.remove_callback(callback_or_key)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -328,7 +206,10 @@ class WebhookListener:
     def port(self) -> int:
         """The port the listener is bound to (known once started)."""
         if self._port is None:
-            raise ListenerError("the listener has not been started yet: call start() first")
+            raise ListenerError(
+                "the listener has not been started yet, so it has no port.",
+                hint="call start() first.",
+            )
         return self._port
 
     @property
@@ -375,20 +256,15 @@ class WebhookListener:
             self._port = server.port
             if self.store_file is not None:
                 try:
-                    self._writer = _JsonlWriter(self.store_file, self.fsync)
+                    self._writer = JsonlWriter(self.store_file, fsync=self.fsync)
                 except OSError as exc:
                     server.server_close()
                     raise ListenerError(
-                        f"cannot append events to {self.store_file}: {exc.strerror or exc}"
+                        f"cannot append events to {self.store_file}: {exc.strerror or exc}",
+                        hint="choose a store_file in a folder you can write to.",
                     ) from None
-            self._queue = queue.Queue()
-            self._worker = threading.Thread(
-                target=self._run_callbacks,
-                args=(self._queue,),
-                name=f"tiledesk-listener-{self._port}-callbacks",
-                daemon=True,
-            )
-            self._worker.start()
+            self._hub.name = f"tiledesk-listener-{self._port}-callbacks"
+            self._hub.start()
             self._server_thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.1},
@@ -404,20 +280,15 @@ class WebhookListener:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving, free the port, finish pending callbacks; safe to call twice."""
         with self._lifecycle:
-            server, thread, worker = self._server, self._server_thread, self._worker
-            self._server = self._server_thread = self._worker = None
+            server, thread = self._server, self._server_thread
+            self._server = self._server_thread = None
             if server is not None:
                 if thread is not None and thread.is_alive():
                     server.shutdown()  # returns once serve_forever has left its loop
                     thread.join(timeout)  # serve_forever closes the socket, joins request threads
                 else:
                     server.server_close()
-            if worker is not None:
-                self._queue.put(_STOP)
-                if worker is not threading.current_thread():  # a callback may call stop()
-                    worker.join(timeout)
-                    if worker.is_alive():
-                        logger.warning("a webhook callback still runs after %.0f s", timeout)
+            self._hub.stop(timeout)  # runs the callbacks still due; a callback may call stop()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
@@ -433,40 +304,43 @@ class WebhookListener:
 
     # -- reading events --------------------------------------------------------------------
     @property
-    def events(self) -> list[WebhookEvent]:
+    def events(self) -> list[Event]:
         """A snapshot (a new list) of the kept events, oldest first."""
-        return self._store.snapshot()
+        return self._hub.snapshot()
 
     @property
-    def last_event(self) -> WebhookEvent | None:
+    def last_event(self) -> Event | None:
         """The most recently kept event, or ``None``."""
-        return self._store.last()
+        return self._hub.last()
 
     def clear(self) -> None:
         """Forget the kept events, e.g. before waiting only for new ones."""
-        self._store.clear()
+        self._hub.clear()
 
     @property
     def stats(self) -> dict[str, Any]:
         """Counters: received, kept, duplicates, rejected (with the last reason), callbacks."""
         with self._stats_lock:
             stats = dict(self._stats)
-        stats["duplicates"] = self._store.duplicates
-        stats["evicted"] = self._store.evicted
-        stats["events_kept"] = len(self._store)
-        stats["pending_callbacks"] = self._queue.qsize()
+        hub = self._hub
+        stats["duplicates"] = hub.duplicates
+        stats["evicted"] = hub.evicted
+        stats["events_kept"] = len(hub)
+        stats["pending_callbacks"] = hub.pending
+        stats["callback_errors"] = hub.callback_errors
+        stats["last_callback_error"] = hub.last_callback_error
         return stats
 
     def wait_for(
         self, predicate: EventPredicate | None = None, count: int = 1, timeout: float = 10
-    ) -> list[WebhookEvent]:
+    ) -> list[Event]:
         """Wait until ``count`` kept events match ``predicate`` (any event when ``None``).
 
         Events kept before the call count too (call :meth:`clear` first to wait only for new
         ones). Returns the matching events; raises :class:`WebhookTimeout` after ``timeout``
         seconds, saying what the listener did receive.
         """
-        matches = self._store.wait(predicate, count, timeout)
+        matches = self._hub.wait(predicate, count, timeout)
         if len(matches) >= count:
             return matches
         raise WebhookTimeout(self._timeout_message(len(matches), count, timeout), matches)
@@ -496,7 +370,7 @@ class WebhookListener:
         where = self.url if self._port is not None else f"{self.host}:{self._requested_port}"
         state = "running" if self.running else "stopped"
         return (
-            f"<WebhookListener {where} {state}, {len(self._store)} event(s), "
+            f"<WebhookListener {where} {state}, {len(self._hub)} event(s), "
             f"{len(self._secrets)} secret(s)>"
         )
 
@@ -507,7 +381,10 @@ class WebhookListener:
         try:
             address = get_sockaddr(self.host, port, family)
         except OSError as exc:
-            raise ListenerError(f"cannot listen on host {self.host!r}: {exc}") from None
+            raise ListenerError(
+                f"cannot listen on host {self.host!r}: {exc}",
+                hint="use '127.0.0.1' (this machine only) or '0.0.0.0' (every interface).",
+            ) from None
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -521,18 +398,19 @@ class WebhookListener:
     def _bind_error(self, port: int, exc: OSError) -> ListenerError:
         if exc.errno == errno.EADDRINUSE:
             return PortInUseError(
-                f"port {port} on {self.host} is in use by another program; stop that program, "
-                f"or choose another port (port=0 picks a free one)"
+                f"port {port} on {self.host} is in use by another program.",
+                hint="stop that program, or choose another port (port=0 picks a free one).",
             )
         if exc.errno == errno.EACCES:
             return ListenerError(
                 f"not allowed to listen on port {port}: ports below 1024 need administrator "
-                "rights; choose a port from 1024 up (port=0 picks a free one)"
+                "rights.",
+                hint="choose a port from 1024 up (port=0 picks a free one).",
             )
         if exc.errno == errno.EADDRNOTAVAIL:
             return ListenerError(
-                f"{self.host!r} is not an address of this machine; use '127.0.0.1' (this machine "
-                "only) or '0.0.0.0' (every interface)"
+                f"{self.host!r} is not an address of this machine.",
+                hint="use '127.0.0.1' (this machine only) or '0.0.0.0' (every interface).",
             )
         return ListenerError(f"cannot listen on {self.host}:{port}: {exc.strerror or exc}")
 
@@ -564,7 +442,7 @@ class WebhookListener:
         app.add_url_rule(
             self.path,
             "webhook",
-            self._handle,
+            self._receive,
             methods=["GET", "POST"],
             provide_automatic_options=False,
         )
@@ -572,46 +450,32 @@ class WebhookListener:
         app.register_error_handler(Exception, self._unexpected_error)
         return app
 
-    def _handle(self) -> Response | tuple[dict[str, Any], int]:
+    def _receive(self) -> Response | tuple[dict[str, Any], int]:
+        """``POST <path>``: one delivery, verified, kept once, answered at once."""
         if request.method != "POST":
             return self._status(), 200
         with self._stats_lock:
             self._stats["received"] += 1
-        secret = None
-        if self._secrets:
-            given = request.headers.get(SECRET_HEADER)
-            secret = match_secret(given, self._secrets)
-            if secret is None:
-                if given:
-                    reason = "wrong x-hook-secret: it is not the secret of a known subscription"
-                else:
-                    reason = "missing x-hook-secret header"
-                return self._reject(401, reason)
         body = request.get_data(cache=False)  # raises 413 above max_body_bytes
         try:
-            headers = {name: request.headers.get(name, "") for name in KEPT_HEADERS}
-            event = parse_delivery(body, headers=headers, received_at=datetime.now(UTC))
-        except InvalidDelivery as exc:
-            return self._reject(400, exc.reason)
-        if self.verify_token:
-            if secret is None:
-                return self._reject(
-                    401, "token not checked: the listener knows no subscription secret yet"
-                )
-            try:
-                verify_token(event.raw.get("token"), secret, event.subscription_id)
-            except InvalidSignature as exc:
-                return self._reject(401, exc.reason)
+            event = verify_delivery(
+                body,
+                request.headers,
+                self._secrets,
+                verify_token=self.verify_token,
+                received_at=now(),
+            )
+        except WebhookVerificationError as exc:
+            return self._reject(exc.status, exc.reason)
         writer = self._writer
         try:
-            kept = self._store.add(event, persist=writer.write if writer is not None else None)
+            kept = self._hub.add(event, persist=writer.write if writer is not None else None)
         except (OSError, ValueError) as exc:  # ValueError: the file was closed by stop()
             logger.warning("could not append a webhook event to %s: %s", self.store_file, exc)
             return self._reject(500, f"could not store the event: {exc}")
         if kept:
             with self._stats_lock:
                 self._stats["kept"] += 1
-            self._queue.put(event)
         answer = json.dumps({"ok": True, "kept": kept, "event": event.event})
         return Response(answer, 200, mimetype="application/json")  # cheaper than jsonify
 
@@ -655,42 +519,6 @@ class WebhookListener:
     def _unexpected_error(self, exc: Exception) -> tuple[dict[str, Any], int]:
         logger.warning("webhook listener error: %s: %s", type(exc).__name__, exc)
         return self._reject(500, f"listener error: {type(exc).__name__}")
-
-    def _run_callbacks(self, inbox: queue.Queue[Any]) -> None:
-        while True:
-            item = inbox.get()
-            if item is _STOP:
-                return
-            for callback in self._callbacks:
-                try:
-                    callback(item)
-                except Exception as exc:
-                    self._callback_failed(callback, exc)
-
-    def _callback_failed(self, callback: EventCallback, exc: Exception) -> None:
-        name = getattr(callback, "__qualname__", repr(callback))
-        with self._stats_lock:
-            self._stats["callback_errors"] += 1
-            first = self._stats["callback_errors"] == 1
-            self._stats["last_callback_error"] = f"{name}: {type(exc).__name__}: {exc}"
-        if first:
-            logger.warning(
-                "webhook callback %s failed: %s: %s (further failures are counted in "
-                "listener.stats)",
-                name,
-                type(exc).__name__,
-                exc,
-            )
-        else:
-            logger.debug("webhook callback %s failed", name, exc_info=True)
-
-
-def _callback_key(callback: EventCallback) -> tuple[str, str] | None:
-    """A named function's identity across notebook re-runs; ``None`` for lambdas and others."""
-    name = getattr(callback, "__qualname__", None)
-    if not isinstance(name, str) or "<lambda>" in name or not hasattr(callback, "__code__"):
-        return None
-    return (getattr(callback, "__module__", "") or "", name)
 
 
 def running_listeners() -> list[WebhookListener]:

@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-import jwt
-
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.wire import (
     REQUEST_STATUS,
     STATUS_CLOSED,
+    SUBJECT_GUEST,
     SenderRole,
     parse_time,
     request_status_name,
     sender_role,
     trim_name,
+    unverified_claims,
+    with_jwt_prefix,
 )
 
 __all__ = [
@@ -141,25 +142,21 @@ class AuthResult(_Model):
         """Build from a sign-in answer; the token is normalised to ``JWT <jwt>``."""
         d = _dict(data)
         token = _str(d.get("token")) or ""
-        if token and not token.lower().startswith("jwt "):
-            token = f"JWT {token}"
-        elif token:
-            token = "JWT " + token[4:]
-        return cls(token=token, user=User.from_json(_dict(d.get("user"))), raw=dict(d))
+        return cls(
+            token=with_jwt_prefix(token) if token else "",
+            user=User.from_json(_dict(d.get("user"))),
+            raw=dict(d),
+        )
 
     @property
     def claims(self) -> dict[str, Any]:
         """The JWT's claims, decoded **without** verifying the signature (for reading only)."""
-        bare = self.token[4:] if self.token.lower().startswith("jwt ") else self.token
-        try:
-            return dict(jwt.decode(bare, options={"verify_signature": False}))
-        except jwt.PyJWTError:
-            return {}
+        return unverified_claims(self.token)
 
     @property
     def is_visitor(self) -> bool:
         """True for an anonymous visitor's token (claim ``sub`` is ``"guest"``)."""
-        return self.claims.get("sub") == "guest"
+        return self.claims.get("sub") == SUBJECT_GUEST
 
 
 @dataclass(frozen=True, repr=False)
@@ -510,21 +507,23 @@ class Event:
 
     @property
     def text(self) -> str | None:
-        """The message text (``None`` for request events, or a message without ``text``)."""
-        value = self.payload.get("text") if self.is_message else None
+        """The payload's ``text``: the message text (``None`` when there is none, as in request
+        events and in some messages)."""
+        value = self.payload.get("text")
         return value if isinstance(value, str) else None
 
     @property
     def sender(self) -> str | None:
         """The sender's id: a visitor's UUID, an agent's ObjectId, ``bot_...`` or ``system``."""
-        value = self.payload.get("sender") if self.is_message else None
+        value = self.payload.get("sender")
         return value if isinstance(value, str) else None
 
     @property
     def sender_fullname(self) -> str | None:
         """The sender's display name, trimmed (Tiledesk stores ``"John "`` for a visitor with no
         last name; ``payload`` keeps it as sent)."""
-        return trim_name(self.payload.get("senderFullname")) if self.is_message else None
+        value = self.payload.get("senderFullname")
+        return trim_name(value) if isinstance(value, str) else None
 
     @property
     def role(self) -> SenderRole | None:

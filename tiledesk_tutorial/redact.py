@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from tiledesk_tutorial.wire import JWT_PREFIX
+
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
 
 
@@ -18,7 +20,7 @@ def redact(secret: str | None, keep: int = 4) -> str:
     if not isinstance(secret, str):
         secret = str(secret)
     prefix = ""
-    for scheme in ("JWT ", "Bearer ", "Basic "):
+    for scheme in (JWT_PREFIX, "Bearer ", "Basic "):
         if secret.startswith(scheme):
             prefix, secret = scheme, secret[len(scheme) :]
             break

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 from pyngrok import conf, ngrok, process
 from pyngrok.exception import PyngrokError, PyngrokNgrokError, PyngrokNgrokInstallError
 
+from tiledesk_tutorial.config import get_default
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.redact import redact, redact_jwts
-from tiledesk_tutorial.settings import load_settings
 
 logger = logging.getLogger("tiledesk_tutorial.tunnel")
 
@@ -101,15 +101,15 @@ def open_tunnel(
     The authtoken comes from ``authtoken``, else ``NGROK_AUTHTOKEN`` (environment or ``.env``),
     else ngrok's own config file; it is never printed. Calling it again in the same process reuses
     the tunnel (re-pointing it if the listener moved to another port), so re-running a cell does
-    not start a second ngrok session. ``ngrok_path`` (or ``PYNGROK_NGROK_PATH``) selects an
-    installed ngrok instead of the one pyngrok downloads.
+    not start a second ngrok session. ``ngrok_path`` (or ``PYNGROK_NGROK_PATH``, environment or
+    ``.env``) selects an installed ngrok instead of the one pyngrok downloads.
     """
     global _current
     port = listener.port
     # The listener's own address, not "localhost", which may resolve to ::1 where it is not bound.
     upstream = f"http://{urlsplit(listener.url).netloc}"
     config = conf.PyngrokConfig(
-        ngrok_path=ngrok_path,
+        ngrok_path=ngrok_path or get_default().ngrok_path,
         config_path=config_path,
         auth_token=_resolve_authtoken(authtoken),
         region=region,
@@ -171,7 +171,7 @@ def webhook_target(listener: WebhookListener, api_url: str, **tunnel_options: An
     tunnel (:func:`open_tunnel`, with ``tunnel_options``). A Tiledesk in Docker on this machine
     cannot reach 127.0.0.1 of the host: set ``TILEDESK_WEBHOOK_URL`` for it (docs/webhooks.md).
     """
-    explicit = load_settings().webhook_url
+    explicit = get_default().webhook_url
     if explicit:
         return explicit
     if is_loopback_url(api_url):
@@ -194,7 +194,7 @@ def is_loopback_url(url: str) -> bool:
 def _resolve_authtoken(authtoken: str | None) -> str | None:
     if authtoken:
         return authtoken.strip()
-    return load_settings().ngrok_authtoken
+    return get_default().ngrok_authtoken
 
 
 def _authtoken_in_ngrok_config(config: conf.PyngrokConfig) -> bool:

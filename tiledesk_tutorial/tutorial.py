@@ -31,7 +31,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,18 +40,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient
+from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
 from tiledesk_tutorial.errors import AuthenticationError, TiledeskError
 from tiledesk_tutorial.models import DeliveryLog, Project
-from tiledesk_tutorial.settings import ENV_VARS, Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.sandbox import SandboxHandle
 
 __all__ = [
     "DEFAULT_SANDBOX_PORT",
-    "HOME_VAR",
-    "LISTENER_PORT_VAR",
-    "SANDBOX_URL_VAR",
     "Account",
     "Tutorial",
     "TutorialError",
@@ -59,18 +56,10 @@ __all__ = [
     "delivery_history",
     "probe_sandbox",
     "start",
-    "start_tutorial",
-    "tutorial_home",
 ]
 
 log = logging.getLogger("tiledesk_tutorial.tutorial")
 
-#: Set by ``make lab`` and the tests: the URL of a sandbox running as its own process.
-SANDBOX_URL_VAR = "TILEDESK_SANDBOX_URL"
-#: Where the tutorial keeps its state file and the in-kernel sandbox's data.
-HOME_VAR = "TILEDESK_TUTORIAL_HOME"
-#: Overrides the notebooks' fixed webhook listener ports (tests, machines where they are taken).
-LISTENER_PORT_VAR = "TILEDESK_LISTENER_PORT"
 #: The port a sandbox started by a notebook listens on, so other notebooks find it.
 DEFAULT_SANDBOX_PORT = 3000
 #: What every Tiledesk server answers on ``GET /``; the sandbox adds :data:`SANDBOX_MARK`.
@@ -96,13 +85,6 @@ class TutorialError(RuntimeError):
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of a traceback: the reason is the whole story.
         return [f"{type(self).__name__}: {self}"]
-
-
-def tutorial_home(environ: Mapping[str, str] | None = None) -> Path:
-    """The tutorial's folder: ``TILEDESK_TUTORIAL_HOME``, else ``~/.tiledesk-tutorial``."""
-    env = os.environ if environ is None else environ
-    value = (env.get(HOME_VAR) or "").strip()
-    return Path(value).expanduser() if value else Path.home() / ".tiledesk-tutorial"
 
 
 def probe_sandbox(url: str, *, timeout: float = 1.0, require_mark: bool = True) -> bool:
@@ -224,7 +206,7 @@ class Tutorial:
     Attributes:
         mode: ``"sandbox"`` or ``"live"``.
         api_url: the API's base URL.
-        settings: the :class:`~tiledesk_tutorial.settings.Settings` read at start.
+        config: the :class:`~tiledesk_tutorial.config.Config` read at start.
         home: the tutorial's folder.
         state: the :class:`TutorialState` shared by the notebooks.
         sandbox: the sandbox this kernel runs, when it started one (else ``None``).
@@ -236,7 +218,7 @@ class Tutorial:
         *,
         mode: Mode,
         api_url: str,
-        settings: Settings,
+        config: Config,
         home: Path,
         state: TutorialState,
         sandbox: SandboxHandle | None = None,
@@ -246,7 +228,7 @@ class Tutorial:
     ) -> None:
         self.mode: Mode = mode
         self.api_url = api_url.rstrip("/")
-        self.settings = settings
+        self.config = config
         self.home = home
         self.state = state
         self.sandbox = sandbox
@@ -256,6 +238,33 @@ class Tutorial:
         self._account: Account | None = None
         self._agent: TiledeskClient | None = None
         self._clients: list[TiledeskClient] = []
+
+    @classmethod
+    def live(
+        cls,
+        config: Config,
+        *,
+        home: Path | None = None,
+        ask: Callable[[str, bool], str] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> Tutorial:
+        """The tutorial on the real Tiledesk of ``config.api_url`` (``TILEDESK_API_URL``).
+
+        Its state file is ``<home>/state.json`` (``home`` defaults to ``config.tutorial_home``).
+        """
+        if not config.api_url:
+            raise TutorialError("live mode needs TILEDESK_API_URL: the API of your Tiledesk.")
+        folder = home if home is not None else config.tutorial_home
+        return cls(
+            mode="live",
+            api_url=config.api_url,
+            config=config,
+            home=folder,
+            state=TutorialState(folder / "state.json"),
+            where="TILEDESK_API_URL",
+            ask=ask,
+            say=say,
+        )
 
     # -- what the notebooks read --------------------------------------------------------------
     @property
@@ -288,12 +297,8 @@ class Tutorial:
 
         A fixed port matters: re-running the listener's cell then replaces the listener.
         """
-        value = (os.environ.get(LISTENER_PORT_VAR) or "").strip()
-        if not value:
-            return default
-        if not value.isdigit() or not 0 < int(value) < 65536:
-            raise TutorialError(f"{LISTENER_PORT_VAR}={value!r} is not a port (1 to 65535).")
-        return int(value)
+        port = self.config.listener_port
+        return default if port is None else port
 
     def describe(self) -> str:
         """Where the tutorial runs and what it knows, secrets hidden."""
@@ -301,8 +306,8 @@ class Tutorial:
         lines = [
             f"Mode:       {self.mode}",
             f"API:        {self.api_url}" + (f"  ({self.where})" if self.where else ""),
-            f"Account:    {entry.get('email') or self.settings.email or '(none yet)'}",
-            f"PROJECT_ID: {self.settings.project_id or entry.get('project_id') or '(none yet)'}",
+            f"Account:    {entry.get('email') or self.config.email or '(none yet)'}",
+            f"PROJECT_ID: {self.config.project_id or entry.get('project_id') or '(none yet)'}",
             f"State file: {self.state.path or '(kept in memory)'}",
         ]
         return "\n".join(lines)
@@ -356,10 +361,10 @@ class Tutorial:
         )
         if self._agent is not None:
             self._agent.project_id = pid
-        if self.settings.project_id and self.settings.project_id != pid:
+        if self.config.project_id and self.config.project_id != pid:
             self._say(
                 f"Note: TILEDESK_PROJECT_ID is set, so the next notebooks use "
-                f"{self.settings.project_id}, not {pid}."
+                f"{self.config.project_id}, not {pid}."
             )
 
     def close(self) -> None:
@@ -386,8 +391,8 @@ class Tutorial:
         return account
 
     def _live_account(self) -> Account:
-        email = self.settings.email or _asked.get(f"{self.api_url} email")
-        password = self.settings.password or _asked.get(f"{self.api_url} password")
+        email = self.config.email or _asked.get(f"{self.api_url} email")
+        password = self.config.password or _asked.get(f"{self.api_url} password")
         if not email:
             email = self._ask(f"Tiledesk account email for {self.api_url}: ", False).strip()
         if not password:
@@ -429,8 +434,8 @@ class Tutorial:
         ``TILEDESK_PROJECT_ID`` when set; else the project remembered for this server and account,
         if it still answers; else a new project (remembered, and announced in one line).
         """
-        if self.settings.project_id:
-            return self.settings.project_id
+        if self.config.project_id:
+            return self.config.project_id
         entry = self.state.get(self.api_url)
         pid = entry.get("project_id")
         if pid and entry.get("email") == self.account.email:
@@ -480,31 +485,23 @@ def start(
     if imported:
         say(f"Read {', '.join(imported)} from Colab's secrets.")
     try:
-        settings = load_settings(env_file)
+        config = load_config(env_file)
     except ValueError as exc:
         raise TutorialError(str(exc)) from None
-    folder = Path(home).expanduser() if home is not None else tutorial_home()
-    state = TutorialState(folder / "state.json")
-    if settings.api_url:
-        tutorial = Tutorial(
-            mode="live",
-            api_url=settings.api_url,
-            settings=settings,
-            home=folder,
-            state=state,
-            where="TILEDESK_API_URL",
-            say=say,
-        )
-        say(f"Live mode: your Tiledesk at {settings.api_url}.")
+    set_default(config)  # so that the tunnel and the client see the same file
+    folder = Path(home).expanduser() if home is not None else config.tutorial_home
+    if config.api_url:
+        tutorial = Tutorial.live(config, home=folder, say=say)
+        say(f"Live mode: your Tiledesk at {config.api_url}.")
         return tutorial
-    url, handle, where = _find_sandbox(folder, sandbox_port, say)
+    url, handle, where = _find_sandbox(config.sandbox_url, folder, sandbox_port, say)
     say(f"Sandbox mode: the embedded Tiledesk at {url} ({where}).")
     return Tutorial(
         mode="sandbox",
         api_url=url,
-        settings=settings,
+        config=config,
         home=folder,
-        state=state,
+        state=TutorialState(folder / "state.json"),
         sandbox=handle,
         where=where,
         say=say,
@@ -530,21 +527,16 @@ def delivery_history(
     return history
 
 
-#: The same as :func:`start`, under a name that reads well after ``from tiledesk_tutorial import``.
-start_tutorial = start
-
-
 def _find_sandbox(
-    home: Path, port: int, say: Callable[[str], None]
+    explicit: str | None, home: Path, port: int, say: Callable[[str], None]
 ) -> tuple[str, SandboxHandle | None, str]:
     global _kernel_sandbox
     from tiledesk_tutorial.sandbox import SandboxError, start_sandbox
 
-    explicit = (os.environ.get(SANDBOX_URL_VAR) or "").strip().rstrip("/")
     if explicit:
         if probe_sandbox(explicit, timeout=2.0, require_mark=False):
-            return explicit, None, f"from {SANDBOX_URL_VAR}"
-        say(f"Note: {SANDBOX_URL_VAR}={explicit} does not answer; looking for another sandbox.")
+            return explicit, None, "from TILEDESK_SANDBOX_URL"
+        say(f"Note: TILEDESK_SANDBOX_URL={explicit} does not answer; looking for another sandbox.")
     with _lock:
         if _kernel_sandbox is not None and _kernel_sandbox.running:
             return _kernel_sandbox.url, _kernel_sandbox, "started by this kernel"
@@ -577,28 +569,3 @@ def stop_kernel_sandbox() -> None:
         handle, _kernel_sandbox = _kernel_sandbox, None
     if handle is not None:
         handle.stop()
-
-
-def import_colab_secrets(names: tuple[str, ...] | None = None) -> list[str]:
-    """In Google Colab, copy the tutorial's variables from the notebook's secrets (the key icon)
-    into this kernel's environment, unless already set. Returns the names copied (never values).
-
-    Outside Colab this does nothing and returns ``[]``.
-    """
-    try:
-        from google.colab import userdata  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    copied = []
-    for name in names or tuple(ENV_VARS.values()):
-        if os.environ.get(name):
-            continue
-        try:
-            value = userdata.get(name)
-        except Exception as exc:  # SecretNotFoundError, NotebookAccessError, TimeoutException
-            log.debug("Colab secret %s not read: %s", name, type(exc).__name__)
-            continue
-        if value:
-            os.environ[name] = str(value)
-            copied.append(name)
-    return copied

@@ -24,12 +24,12 @@ from typing import TextIO
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.config import get_default
 from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
-from tiledesk_tutorial.events import WebhookEvent, make_delivery, make_message_payload
 from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.realtime import RealtimeFeed
 from tiledesk_tutorial.redact import redact
-from tiledesk_tutorial.settings import load_settings
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
     AGENT_FIRSTNAME,
@@ -38,8 +38,8 @@ from tiledesk_tutorial.tutorial import (
     TutorialError,
     TutorialState,
     delivery_history,
-    tutorial_home,
 )
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 __all__ = ["WalkthroughFailed", "run_walkthrough"]
 
@@ -83,10 +83,10 @@ class _Run:
         assert source is not None
         return source
 
-    def wait(self, what: str, predicate: Callable[[WebhookEvent], bool]) -> WebhookEvent:
+    def wait(self, what: str, predicate: Callable[[Event], bool]) -> Event:
         channel = "realtime event" if self.feed is not None else "webhook"
         try:
-            return self.source.wait_for(predicate, timeout=self.timeout)[0]  # type: ignore[arg-type]
+            return self.source.wait_for(predicate, timeout=self.timeout)[0]
         except TimeoutError as exc:
             raise WalkthroughFailed("", f"no {what} {channel}: {exc}") from None
 
@@ -180,7 +180,7 @@ def _visitor_webhook(run: _Run) -> str:
     event = run.wait(
         "visitor message", lambda e: e.is_message and e.text == VISITOR_TEXT and e.role == "visitor"
     )
-    return f"[{event.role}] {(event.sender_fullname or '').strip()}: {event.text} {_checked(run)}"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} {_checked(run)}"
 
 
 def _agent_webhook(run: _Run) -> str:
@@ -189,7 +189,7 @@ def _agent_webhook(run: _Run) -> str:
     event = run.wait(
         "agent reply", lambda e: e.is_message and e.text == AGENT_TEXT and e.role == "agent"
     )
-    return f"[{event.role}] {(event.sender_fullname or '').strip()}: {event.text} {_checked(run)}"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} {_checked(run)}"
 
 
 def _forged(run: _Run) -> str:
@@ -304,21 +304,11 @@ def run_walkthrough(
 
 @contextlib.contextmanager
 def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[Tutorial]:
-    settings = load_settings()
+    config = get_default()
     can_ask = sys.stdin.isatty() if interactive is None else interactive
-    if settings.api_url:
-        say(f"Tiledesk tutorial walkthrough, live mode: {settings.api_url}")
-        home = tutorial_home()
-        tutorial = Tutorial(
-            mode="live",
-            api_url=settings.api_url,
-            settings=settings,
-            home=home,
-            state=TutorialState(home / "state.json"),
-            where="TILEDESK_API_URL",
-            ask=None if can_ask else _cannot_ask,
-            say=say,
-        )
+    if config.api_url:
+        say(f"Tiledesk tutorial walkthrough, live mode: {config.api_url}")
+        tutorial = Tutorial.live(config, ask=None if can_ask else _cannot_ask, say=say)
         try:
             yield tutorial
         finally:
@@ -331,7 +321,7 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
     tutorial = Tutorial(
         mode="sandbox",
         api_url=sandbox.url,
-        settings=settings,
+        config=config,
         home=sandbox.data_dir,
         state=TutorialState(None),
         sandbox=sandbox,

@@ -1,17 +1,21 @@
-"""A live conversation view for notebooks: webhook messages shown as a chat, with a reply box.
+"""A live conversation view for notebooks: live messages shown as a chat, with a reply box.
 
     view = ConversationView(listener, client=agent)   # display it: the last line of a cell
     # ... every message.create the listener keeps appears here as it arrives ...
     view.reply("Hi John, how can I help?")            # what the Send button does
 
+The view follows any :class:`~tiledesk_tutorial.event_hub.EventSource` (the webhook listener, or
+the realtime feed) through its public interface only: ``source.on_events(..., key=...)`` hands it
+the new events in batches, and ``source.events`` the ones kept before it.
+
 How it stays safe and quick in a kernel:
 
-- Updates come from the listener's single worker thread and only *assign widget traits*
+- Updates come from the source's single worker thread and only *assign widget traits*
   (``HTML.value``, ``Label.value``): never ``print``, ``with out:`` or ``clear_output()`` from a
   thread, which drop output or exhaust the kernel's sockets (docs/webhooks.md).
-- The view keeps the newest ``max_messages`` messages and renders only those; a burst of
-  deliveries is coalesced into one update (at most one every ``min_interval`` seconds, and always
-  one for the last event), so thousands of messages cost what the window costs.
+- The view keeps the newest ``max_messages`` messages and renders only those; the source hands a
+  burst over in batches at most every ``min_interval`` seconds, with one more for the last event,
+  so the view redraws a few times per burst and thousands of messages cost what the window costs.
 - Every string that comes from a message (text, names, ids) is HTML-escaped: nothing a visitor
   types can become markup or script in the notebook.
 
@@ -29,11 +33,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tiledesk_tutorial.events import WebhookEvent
+from tiledesk_tutorial.event_hub import EventHub
+from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.wire import STATUS_CLOSED
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.client import TiledeskClient
-    from tiledesk_tutorial.listener import WebhookListener
+    from tiledesk_tutorial.event_hub import EventSource
     from tiledesk_tutorial.models import Message
 
 __all__ = ["CSS_CLASS", "ConversationView", "render_conversations"]
@@ -43,7 +49,6 @@ CSS_CLASS = "tiledesk-conversation"
 
 _MAX_TEXT_CHARS = 4000
 _KEPT_CONVERSATION_STATES = 2000
-_CLOSED = 1000
 
 # Inline styles: the notebook's HTML widget keeps them, and they need no stylesheet.
 _BADGE_COLOURS = {
@@ -83,28 +88,18 @@ def _short_id(request_id: str) -> str:
     return request_id if len(request_id) <= 28 else f"{request_id[:14]}…{request_id[-10:]}"
 
 
-def _clock(event: WebhookEvent) -> str:
+def _clock(event: Event) -> str:
     moment: datetime = event.created_at or event.received_at
     return moment.astimezone().strftime("%H:%M:%S")
 
 
-def _written_at(event: WebhookEvent) -> datetime:
+def _written_at(event: Event) -> datetime:
     return event.created_at or event.received_at
 
 
-def _lead_name(payload: dict[str, Any]) -> str | None:
-    """The visitor's name: ``lead.fullname`` of a request, or of a message's embedded request."""
-    request = payload.get("request") if "request" in payload else payload
-    lead = request.get("lead") if isinstance(request, dict) else None
-    name = lead.get("fullname") if isinstance(lead, dict) else None
-    if not isinstance(name, str):
-        return None
-    return name.strip() or None
-
-
-def _message_html(event: WebhookEvent) -> str:
+def _message_html(event: Event) -> str:
     role = event.role or "agent"
-    name = (event.sender_fullname or "").strip() or event.sender or "?"
+    name = event.sender_fullname or event.sender or "?"
     text = event.text
     if text is None:
         kind = event.payload.get("type")
@@ -126,12 +121,12 @@ def _message_html(event: WebhookEvent) -> str:
 
 
 def render_conversations(
-    events: Iterable[WebhookEvent],
+    events: Iterable[Event],
     *,
     max_messages: int = 200,
     request_id: str | None = None,
 ) -> str:
-    """Render webhook events as conversations: an HTML string, every message string escaped.
+    """Render live events as conversations: an HTML string, every message string escaped.
 
     Messages (``message.create``) are grouped by conversation (``request_id``), in the order they
     were written (``createdAt``), newest last, the most recently active conversation last; only the
@@ -141,7 +136,7 @@ def render_conversations(
     """
     if max_messages < 1:
         raise ValueError("max_messages must be at least 1")
-    window: deque[WebhookEvent] = deque(maxlen=max_messages)
+    window: deque[Event] = deque(maxlen=max_messages)
     closed: dict[str, bool] = {}
     leads: dict[str, str] = {}
     for event in events:
@@ -152,8 +147,8 @@ def render_conversations(
             window.append(event)
         elif rid and event.event in ("request.close", "request.update", "request.create"):
             status = event.payload.get("status")
-            closed[rid] = event.event == "request.close" or status == _CLOSED
-            lead = _lead_name(event.payload)
+            closed[rid] = event.event == "request.close" or status == STATUS_CLOSED
+            lead = event.lead_name
             if lead:
                 leads[rid] = lead
 
@@ -167,7 +162,7 @@ def render_conversations(
             f'<div class="tiledesk-conversation-log" style="{_LOG_STYLE}"><div>{inner}</div></div>'
         )
 
-    groups: OrderedDict[str, list[WebhookEvent]] = OrderedDict()
+    groups: OrderedDict[str, list[Event]] = OrderedDict()
     for event in window:
         rid = event.request_id or "(no conversation)"
         if rid in groups:
@@ -176,7 +171,7 @@ def render_conversations(
             groups[rid] = []
         groups[rid].append(event)
         if rid not in leads:
-            lead = _lead_name(event.payload)
+            lead = event.lead_name
             if lead:
                 leads[rid] = lead
 
@@ -205,25 +200,29 @@ def render_conversations(
 
 
 class ConversationView:
-    """A notebook view of the conversations a :class:`~tiledesk_tutorial.WebhookListener` receives.
+    """A notebook view of the conversations a live event source receives.
 
     Args:
-        listener: the listener to follow; the view registers a named callback with it (creating a
-            new view for the same listener and ``request_id`` replaces the old one's callback,
-            so re-running a cell does not update twice). ``None``: feed it with :meth:`add`.
+        source: what to follow: a :class:`~tiledesk_tutorial.WebhookListener`, or any other
+            :class:`~tiledesk_tutorial.event_hub.EventSource` (the realtime feed). The view shows
+            the events it kept already, then takes new ones through
+            ``source.on_events(..., key=...)``; a new view of the same source and ``request_id``
+            replaces the old one's callback, so re-running a cell does not update twice.
+            ``None``: feed it with :meth:`add` and :meth:`extend`.
         client: a signed-in client (the agent); with one, the view has a reply box and a Send
             button that call ``client.send_message``.
         max_messages: how many of the newest messages to show.
         request_id: show (and reply to) only this conversation. Without it, replies go to the
             conversation of the newest message.
-        min_interval: at most one screen update per this many seconds during a burst.
+        min_interval: at most one screen update per this many seconds during a burst (the source
+            gathers the events meanwhile; the last one is always drawn).
 
     Display it by making it the last expression of a cell (or ``display(view)``).
     """
 
     def __init__(
         self,
-        listener: WebhookListener | None = None,
+        source: EventSource | None = None,
         client: TiledeskClient | None = None,
         *,
         max_messages: int = 200,
@@ -234,7 +233,7 @@ class ConversationView:
 
         if not isinstance(max_messages, int) or max_messages < 1:
             raise ValueError(f"max_messages must be a whole number of 1 or more: {max_messages!r}")
-        self.listener = listener
+        self.source = source
         self.client = client
         self.request_id = request_id
         self.max_messages = max_messages
@@ -242,16 +241,18 @@ class ConversationView:
         self._lock = threading.RLock()
         self._render_lock = threading.Lock()
         self._drawn = threading.Condition(self._render_lock)
-        self._messages: deque[WebhookEvent] = deque(maxlen=max_messages)
-        self._states: OrderedDict[str, WebhookEvent] = OrderedDict()
-        # Keys of the messages taken, so that one delivered while refresh() reads the listener's
-        # events is not shown twice.
-        self._keys: OrderedDict[Any, None] = OrderedDict()
-        self._max_keys = max(1000, 10 * max_messages)
+        self._messages: deque[Event] = deque(maxlen=max_messages)
+        self._states: OrderedDict[str, Event] = OrderedDict()
+        self._seam: dict[int, Event] = {}
         self._seen = 0
         self._taken = 0
-        self._last_render = 0.0
-        self._callback: Any = None
+        # Events given by hand (add, extend) go through a hub of the view's own, which drops
+        # repeats the way every source does; a source's events come deduplicated already.
+        self._by_hand = EventHub(max(1000, max_messages), name="tiledesk-view")
+        #: One callback per source and conversation filter: a re-run cell's view replaces it.
+        self._key = ("ConversationView", request_id)
+        self._callback = self._on_batch  # one bound method, so that close() removes this one
+        self._following = False
 
         heading = "Live conversation" if request_id else "Live conversations"
         suffix = f" · <code>{html.escape(_short_id(request_id))}</code>" if request_id else ""
@@ -280,9 +281,9 @@ class ConversationView:
         self.widget = w.VBox(children, layout=w.Layout(width="100%"))
         self.widget.add_class(CSS_CLASS)
         self._widgets = [self.widget, *children, *(c for b in children for c in _kids(b))]
-        if listener is not None:
-            self._callback = _follow(self)
-            listener.on_event(self._callback)
+        if source is not None:
+            source.on_events(self._callback, key=self._key, min_interval=self.min_interval)
+            self._following = True
         self.refresh()
 
     # -- display ------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class ConversationView:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
-        source = repr(self.listener) if self.listener is not None else "no listener"
+        source = repr(self.source) if self.source is not None else "no source"
         return f"<ConversationView {self.messages_seen} message(s), {source}>"
 
     # -- what tests and notebooks read ----------------------------------------------------------
@@ -333,28 +334,31 @@ class ConversationView:
         return True
 
     # -- feeding it -----------------------------------------------------------------------------
-    def add(self, event: WebhookEvent) -> None:
-        """Take one event and redraw (for many at once, :meth:`extend` redraws once)."""
-        with self._lock:
-            self._take(event)
-        self._render()
+    def add(self, event: Event) -> None:
+        """Take one event and redraw (for many at once, :meth:`extend` redraws once). A repeat of
+        an event taken already (the same ``dedupe_key``) is dropped."""
+        self.extend([event])
 
-    def extend(self, events: Iterable[WebhookEvent]) -> None:
-        """Take many events and update the screen once."""
+    def extend(self, events: Iterable[Event]) -> None:
+        """Take many events and update the screen once; repeats are dropped, as by a source."""
         with self._lock:
             for event in events:
-                self._take(event)
+                if self._by_hand.add(event):
+                    self._take(event)
         self._render()
 
     def refresh(self) -> None:
-        """Rebuild the view from the listener's kept events and redraw (call it from a cell)."""
+        """Rebuild the view from the source's kept events and redraw (call it from a cell)."""
         with self._lock:
             self._messages.clear()
             self._states.clear()
-            self._keys.clear()
             self._seen = self._taken = 0
-            for event in self.listener.events if self.listener is not None else ():
+            kept = self.source.events if self.source is not None else []
+            for event in kept:
                 self._take(event)
+            # The source may hand over again, in its next batch, the newest of these (kept after
+            # the callback was registered but read here first): the same objects, skipped once.
+            self._seam = {id(event): event for event in kept} if self._following else {}
         self._render()
 
     def reply(self, text: str | None = None) -> Message | None:
@@ -393,27 +397,31 @@ class ConversationView:
         return message
 
     def close(self) -> None:
-        """Stop following the listener and close the widgets."""
-        if self.listener is not None and self._callback is not None:
-            self.listener.remove_callback(self._callback)
-            self._callback = None
+        """Stop following the source and close the widgets."""
+        if self.source is not None and self._following:
+            self.source.remove_callback(self._callback)
+            self._following = False
         for widget in self._widgets:
             widget.close()
 
     # -- internals ------------------------------------------------------------------------------
-    def _take(self, event: WebhookEvent) -> None:
+    def _on_batch(self, events: list[Event]) -> None:
+        """The source's batch callback (its worker thread): take the new events, redraw once."""
+        with self._lock:
+            for event in events:
+                if self._seam:
+                    if self._seam.pop(id(event), None) is event:
+                        continue
+                    self._seam = {}  # past the seam: everything from here on is new
+                self._take(event)
+        self._render()
+
+    def _take(self, event: Event) -> None:
         self._taken += 1
         rid = event.request_id
         if self.request_id is not None and rid != self.request_id:
             return
         if event.is_message:
-            key = event.dedupe_key
-            if key is not None:
-                if key in self._keys:
-                    return
-                self._keys[key] = None
-                if len(self._keys) > self._max_keys:
-                    self._keys.popitem(last=False)
             self._messages.append(event)
             self._seen += 1
         elif rid and event.event in ("request.close", "request.update", "request.create"):
@@ -422,57 +430,22 @@ class ConversationView:
             if len(self._states) > _KEPT_CONVERSATION_STATES:
                 self._states.popitem(last=False)
 
-    def _on_event(self, event: WebhookEvent) -> None:
-        """The listener's callback (its worker thread): take the event, maybe redraw."""
-        with self._lock:
-            self._take(event)
-        self._render_soon()
-
-    def _backlog(self) -> bool:
-        listener = self.listener
-        return listener is not None and listener.stats["pending_callbacks"] > 0
-
-    def _render_soon(self) -> None:
-        # More deliveries are queued behind this one: the last of them redraws.
-        if self._backlog():
-            return
-        wait = self.min_interval - (time.monotonic() - self._last_render)
-        if wait > 0:
-            time.sleep(wait)  # let a burst gather, then draw once
-            if self._backlog():
-                return
-        self._render()
-
     def _render(self) -> None:
         with self._lock:
             events = [*self._states.values(), *self._messages]
-            seen = self._seen
+            seen, taken = self._seen, self._taken
             conversations = len({e.request_id for e in self._messages})
         page = render_conversations(
             events, max_messages=self.max_messages, request_id=self.request_id
         )
-        count = self._count_text(seen, conversations)
+        count = _count_text(taken, seen, min(seen, self.max_messages), conversations)
         with self._render_lock:
-            # Trait assignments only: safe from the listener's worker thread.
+            # Trait assignments only: safe from the source's worker thread.
             if self._log.value != page:
                 self._log.value = page
             if self._count.value != count:
                 self._count.value = count
-            self._last_render = time.monotonic()
             self._drawn.notify_all()
-
-    def _count_text(self, seen: int, conversations: int) -> str:
-        if self.listener is not None:
-            kept = self.listener.stats["events_kept"]
-        else:
-            with self._lock:
-                kept = self._taken
-        shown = min(seen, self.max_messages)
-        plural = "" if conversations == 1 else "s"
-        return (
-            f"{kept} event{'' if kept == 1 else 's'} kept · showing {shown} of {seen} "
-            f"message{'' if seen == 1 else 's'} in {conversations} conversation{plural}"
-        )
 
     def _reply_target(self) -> tuple[str, str | None] | None:
         with self._lock:
@@ -495,15 +468,13 @@ class ConversationView:
         self.reply()
 
 
+def _count_text(kept: int, seen: int, shown: int, conversations: int) -> str:
+    plural = "" if conversations == 1 else "s"
+    return (
+        f"{kept} event{'' if kept == 1 else 's'} kept · showing {shown} of {seen} "
+        f"message{'' if seen == 1 else 's'} in {conversations} conversation{plural}"
+    )
+
+
 def _kids(widget: Any) -> list[Any]:
     return list(getattr(widget, "children", ()))
-
-
-def _follow(view: ConversationView) -> Any:
-    """The view's listener callback, named after its filter: a re-run cell replaces it."""
-
-    def on_event(event: WebhookEvent) -> None:
-        view._on_event(event)
-
-    on_event.__qualname__ = f"ConversationView.on_event[{view.request_id or '*'}]"
-    return on_event

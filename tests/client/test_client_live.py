@@ -14,39 +14,39 @@ from collections.abc import Iterator
 import pytest
 
 from tiledesk_tutorial.client import TiledeskClient
+from tiledesk_tutorial.config import Config, load_config
 from tiledesk_tutorial.errors import AuthenticationError, NotFoundError, PermissionDeniedError
-from tiledesk_tutorial.settings import Settings, load_settings
 
 
-def _live_settings() -> tuple[Settings | None, str]:
+def _live_config() -> tuple[Config | None, str]:
     try:
-        settings = load_settings()
+        config = load_config()
     except ValueError as exc:
-        return None, f"the live settings are malformed: {exc}"
+        return None, f"the live configuration is malformed: {exc}"
     missing = [
         var
         for var, value in (
-            ("TILEDESK_API_URL", settings.api_url),
-            ("TILEDESK_EMAIL", settings.email),
-            ("TILEDESK_PASSWORD", settings.password),
+            ("TILEDESK_API_URL", config.api_url),
+            ("TILEDESK_EMAIL", config.email),
+            ("TILEDESK_PASSWORD", config.password),
         )
         if not value
     ]
     if missing:
         return None, "live tests need a real Tiledesk: set " + ", ".join(missing)
-    return settings, ""
+    return config, ""
 
 
-SETTINGS, SKIP_REASON = _live_settings()
+CONFIG, SKIP_REASON = _live_config()
 
-pytestmark = [pytest.mark.live, pytest.mark.skipif(SETTINGS is None, reason=SKIP_REASON)]
+pytestmark = [pytest.mark.live, pytest.mark.skipif(CONFIG is None, reason=SKIP_REASON)]
 
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[TiledeskClient]:
-    """The account of the settings, signed in, with a project it administers."""
-    assert SETTINGS is not None
-    client = TiledeskClient.from_settings(SETTINGS, timeout=30)
+    """The account of the configuration, signed in, with a project it administers."""
+    assert CONFIG is not None
+    client = TiledeskClient.from_config(CONFIG, timeout=30)
     client.sign_in()
     if client.project_id is None:
         admin = [m for m in client.list_projects() if m.role in ("owner", "admin")]
@@ -59,7 +59,7 @@ def agent() -> Iterator[TiledeskClient]:
 
 def test_sign_in_and_projects(agent: TiledeskClient) -> None:
     assert agent.token is not None and agent.token.startswith("JWT ")
-    assert agent.user is not None and agent.user.email == SETTINGS.email.lower()  # type: ignore[union-attr]
+    assert agent.user is not None and agent.user.email == CONFIG.email.lower()  # type: ignore[union-attr]
     assert agent.project_id in {m.project.id for m in agent.list_projects()}
     assert agent.get_project().id == agent.project_id
 
@@ -100,10 +100,10 @@ def test_subscription_lifecycle(agent: TiledeskClient) -> None:
 
 
 def test_errors_from_the_real_server(agent: TiledeskClient) -> None:
-    assert SETTINGS is not None
+    assert CONFIG is not None
     with pytest.raises(AuthenticationError):
-        TiledeskClient(agent.base_url).sign_in(SETTINGS.email, (SETTINGS.password or "") + "-wrong")
+        TiledeskClient(agent.base_url).sign_in(CONFIG.email, (CONFIG.password or "") + "-wrong")
     with pytest.raises(NotFoundError):
         agent.list_messages("support-group-x", project_id="5f0000000000000000000000")
     with pytest.raises(PermissionDeniedError):  # registered already (or a reCAPTCHA refusal)
-        TiledeskClient(agent.base_url).sign_up(SETTINGS.email or "", "x-Passw0rd", "A", "B")
+        TiledeskClient(agent.base_url).sign_up(CONFIG.email or "", "x-Passw0rd", "A", "B")

@@ -27,8 +27,8 @@ from support.client import (
 from support.replay_server import ReplayServer, Reply, load_transcript
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.models import Message, Request, RequestPage, Subscription
-from tiledesk_tutorial.settings import Settings
 
 __all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
@@ -81,8 +81,8 @@ def test_sign_in_keeps_the_token_and_sends_it_verbatim(replay: ReplayServer) -> 
 
 def test_sign_in_uses_the_credentials_the_client_was_made_with(replay: ReplayServer) -> None:
     replay.replay("02-signin")
-    settings = Settings(api_url=replay.url, email=AGENT_EMAIL, password=AGENT_PASSWORD)
-    client = TiledeskClient.from_settings(settings)
+    config = Config(api_url=replay.url, email=AGENT_EMAIL, password=AGENT_PASSWORD)
+    client = TiledeskClient.from_config(config)
     client.sign_in()
     assert replay.received[-1].json == {"email": AGENT_EMAIL, "password": AGENT_PASSWORD}
     assert client.token == AGENT_TOKEN

@@ -7,7 +7,7 @@ from support.client import AGENT_TOKEN, PROJECT_ID, REQUEST_ID, agent, replay
 from support.replay_server import ReplayServer
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
-from tiledesk_tutorial.settings import Settings
+from tiledesk_tutorial.config import Config
 
 __all__ = ["agent", "replay"]  # fixtures used by name below
 
@@ -147,12 +147,12 @@ def test_bad_timeout(replay: ReplayServer, timeout: object) -> None:
         TiledeskClient(replay.url, timeout=timeout)  # type: ignore[arg-type]
 
 
-def test_from_settings_needs_a_url(replay: ReplayServer) -> None:
+def test_from_config_needs_a_url(replay: ReplayServer) -> None:
     with pytest.raises(ValueError, match=r"sandbox_url=sandbox\.url"):
-        TiledeskClient.from_settings(Settings())
-    client = TiledeskClient.from_settings(Settings(project_id=PROJECT_ID), sandbox_url=replay.url)
+        TiledeskClient.from_config(Config())
+    client = TiledeskClient.from_config(Config(project_id=PROJECT_ID), sandbox_url=replay.url)
     assert (client.base_url, client.project_id) == (replay.url, PROJECT_ID)
-    real = TiledeskClient.from_settings(
-        Settings(api_url="https://api.tiledesk.com/v3"), sandbox_url=replay.url
+    real = TiledeskClient.from_config(
+        Config(api_url="https://api.tiledesk.com/v3"), sandbox_url=replay.url
     )
     assert real.base_url == "https://api.tiledesk.com/v3"  # the setting wins over the sandbox

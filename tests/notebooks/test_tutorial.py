@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
-import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,10 @@ from support.tutorial import clean_tutorial_env, free_port
 
 from tiledesk_tutorial import tutorial
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.config import get_default, load_config
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
+from tiledesk_tutorial.tunnel import webhook_target
 from tiledesk_tutorial.tutorial import (
     Account,
     Tutorial,
@@ -268,11 +268,11 @@ def test_live_mode_asks_for_missing_credentials_once(
         asked.append((prompt, secret))
         return PASSWORD if secret else email
 
-    settings = tutorial.load_settings(None, environ={"TILEDESK_API_URL": sandbox_session.url})
+    config = load_config(None, environ={"TILEDESK_API_URL": sandbox_session.url})
     make = lambda: Tutorial(  # noqa: E731
         mode="live",
         api_url=sandbox_session.url,
-        settings=settings,
+        config=config,
         home=home,
         state=TutorialState(home / "state.json"),
         ask=ask,
@@ -308,31 +308,6 @@ def test_a_malformed_setting_is_one_clear_error(
     monkeypatch.setenv("TILEDESK_API_URL", "api.tiledesk.com")
     with pytest.raises(TutorialError, match=r"Did you mean https://api\.tiledesk\.com"):
         start(quiet=True)
-
-
-def test_colab_secrets_are_copied_into_the_environment(
-    home: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    class SecretNotFoundError(Exception):
-        pass
-
-    secrets = {"TILEDESK_EMAIL": "colab@example.com", "TILEDESK_PASSWORD": PASSWORD}
-
-    def get(name: str) -> str:
-        if name not in secrets:
-            raise SecretNotFoundError(name)
-        return secrets[name]
-
-    colab = types.ModuleType("google.colab")
-    colab.userdata = types.SimpleNamespace(get=get)  # type: ignore[attr-defined]
-    google = types.ModuleType("google")
-    google.colab = colab  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "google", google)
-    monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setenv("TILEDESK_EMAIL", "env-wins@example.com")
-    assert tutorial.import_colab_secrets() == ["TILEDESK_PASSWORD"]
-    assert tutorial.os.environ["TILEDESK_PASSWORD"] == PASSWORD
-    assert tutorial.os.environ["TILEDESK_EMAIL"] == "env-wins@example.com"
 
 
 def test_account_repr_hides_the_password() -> None:
@@ -375,3 +350,23 @@ def test_delivery_history_waits_for_the_deliveries_to_be_recorded(
         assert [(h.event, h.status_code) for h in history] == [("message.create", 200)] * 2
         # More than will ever come: it gives up after the timeout with what there is.
         assert len(tutorial.delivery_history(agent, at_least=99, timeout=0.3)) == 2
+
+
+def test_start_with_an_env_file_is_what_the_tunnel_and_the_client_see(
+    home: Path, sandbox_session: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = home / "workshop.env"
+    env_file.write_text(
+        f"TILEDESK_SANDBOX_URL={sandbox_session.url}\n"
+        "TILEDESK_WEBHOOK_URL=https://hooks.example.com/tiledesk\n"
+        "TILEDESK_LISTENER_PORT=8123\n"
+    )
+    tt = start(env_file=str(env_file), quiet=True)
+    assert tt.api_url == sandbox_session.url and tt.listener_port(8099) == 8123
+    assert get_default() is tt.config
+    with WebhookListener() as listener:  # a remote API: the URL from the file, no tunnel
+        assert webhook_target(listener, "https://api.tiledesk.com/v3") == (
+            "https://hooks.example.com/tiledesk"
+        )
+    assert TiledeskClient.from_config(sandbox_url=tt.api_url).base_url == sandbox_session.url
+    tt.close()

@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from support.tutorial import REPO
 
-from tiledesk_tutorial.events import make_delivery, make_message_payload
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 SECRET = "kernel-burst-secret-0123456789abcdef0123"
 RID = "support-group-5f00000000000000000000aa-0123456789abcdef0123456789abcdef"

@@ -17,22 +17,23 @@ import pytest
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
-from tiledesk_tutorial.events import (
-    WebhookEvent,
+from tiledesk_tutorial.event_hub import EventHub, EventSource
+from tiledesk_tutorial.listener import WebhookListener
+from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.sandbox import SandboxHandle
+from tiledesk_tutorial.webhooks import (
     make_delivery,
     make_hook,
     make_message_payload,
     parse_delivery,
 )
-from tiledesk_tutorial.listener import WebhookListener
-from tiledesk_tutorial.sandbox import SandboxHandle
 from tiledesk_tutorial.widgets import CSS_CLASS, ConversationView, render_conversations
 
 SECRET = "widget-test-secret-0123456789abcdef0123"
 RID = "support-group-5f00000000000000000000aa-0123456789abcdef0123456789abcdef"
 
 
-def message(text: str | None, role: str = "visitor", rid: str = RID, **extra: Any) -> WebhookEvent:
+def message(text: str | None, role: str = "visitor", rid: str = RID, **extra: Any) -> Event:
     """A parsed message.create delivery, shaped like the real server's."""
     payload = make_message_payload(text or "", role=role, request_id=rid, **extra)  # type: ignore[arg-type]
     if text is None:
@@ -41,7 +42,7 @@ def message(text: str | None, role: str = "visitor", rid: str = RID, **extra: An
     return parse_delivery(make_delivery(payload, SECRET).body)
 
 
-def request_event(event: str, rid: str = RID, status: int = 1000) -> WebhookEvent:
+def request_event(event: str, rid: str = RID, status: int = 1000) -> Event:
     """A request.* delivery for ``rid``."""
     payload = {
         "_id": "6b0000000000000000000001",
@@ -307,3 +308,68 @@ def test_reply_to_a_fixed_conversation(sandbox_session: SandboxHandle) -> None:
     assert [m.text for m in agent.list_messages(rid)] == ["first", "answer"]
     view.close()
     agent.close()
+
+
+# -- the widget, fed by any event source --------------------------------------------------------
+class HubSource:
+    """The smallest EventSource: an EventHub and nothing else (as the realtime feed is built)."""
+
+    def __init__(self) -> None:
+        self.hub = EventHub(name="tiledesk-listener-test-source")
+        self.hub.start()
+        self.before_snapshot: list[Event] = []
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    @property
+    def events(self) -> list[Event]:
+        for event in self.before_snapshot:  # kept just as the view reads: it is in both
+            self.hub.add(event)
+        self.before_snapshot = []
+        return self.hub.snapshot()
+
+    def on_events(self, callback: Any, *, key: Any, min_interval: float = 0.0) -> Any:
+        return self.hub.on_events(callback, key=key, min_interval=min_interval)
+
+    def remove_callback(self, callback_or_key: Any) -> None:
+        self.hub.remove_callback(callback_or_key)
+
+    def wait_for(self, predicate: Any = None, count: int = 1, timeout: float = 10) -> list[Event]:
+        return self.hub.wait(predicate, count, timeout)
+
+
+@pytest.fixture
+def hub_source() -> Iterator[HubSource]:
+    """A running HubSource."""
+    source = HubSource()
+    yield source
+    source.hub.stop()
+
+
+def test_a_view_follows_any_event_source(hub_source: HubSource) -> None:
+    assert isinstance(hub_source, EventSource)
+    hub_source.hub.add(message("before the view"))
+    view = ConversationView(hub_source, min_interval=0)
+    assert texts(view.html) == ["before the view"]
+    for n in range(20):
+        hub_source.hub.add(message(f"live {n}"))
+    assert view.wait_until_shown("live 19")
+    assert texts(view.html) == ["before the view", *(f"live {n}" for n in range(20))]
+    assert view.count_text == "21 events kept · showing 21 of 21 messages in 1 conversation"
+    view.close()
+    hub_source.hub.add(message("after close"))
+    assert hub_source.hub.wait_idle(10)
+    assert "after close" not in view.html
+
+
+def test_an_event_kept_while_the_view_starts_is_shown_once(hub_source: HubSource) -> None:
+    racing = message("kept between the callback and the snapshot")
+    hub_source.before_snapshot = [racing]
+    view = ConversationView(hub_source, min_interval=0)
+    hub_source.hub.add(message("next"))
+    assert view.wait_until_shown("next")
+    assert texts(view.html) == ["kept between the callback and the snapshot", "next"]
+    assert view.messages_seen == 2
+    view.close()

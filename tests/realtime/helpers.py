@@ -16,10 +16,11 @@ from werkzeug.wrappers import Request, Response
 
 @dataclass
 class Received:
-    """One POST the receiver got: its headers (lower-case names) and its JSON body."""
+    """One POST the receiver got: its headers (lower-case names), its JSON body and its bytes."""
 
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""
 
 
 @dataclass
@@ -39,13 +40,14 @@ class Receiver:
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)
-        body = json.loads(request.get_data() or b"null")
+        raw = request.get_data()
+        body = json.loads(raw or b"null")
         with self._cond:
             self.attempts += 1
             status = self.answers.pop(0) if self.answers else 200
             if status == 200:
                 headers = {k.lower(): v for k, v in request.headers.items()}
-                self.received.append(Received(headers, body))
+                self.received.append(Received(headers, body, raw))
             self._cond.notify_all()
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
         return Response("ok" if status == 200 else "try later", status, headers)(

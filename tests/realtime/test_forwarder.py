@@ -6,11 +6,11 @@ import socket
 import threading
 
 import pytest
-from realtime.helpers import Receiver
 
-from tiledesk_tutorial.events import make_message_payload, parse_delivery, verify_token
+from realtime.helpers import Receiver
 from tiledesk_tutorial.forwarder import ForwardResult, WebhookForwarder
 from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.webhooks import make_message_payload, verify_delivery, verify_token
 from tiledesk_tutorial.wire import new_object_id
 
 PROJECT = new_object_id()
@@ -58,8 +58,9 @@ def test_each_message_is_posted_once_in_tiledesks_format(receiver: Receiver) -> 
         # The receiver's own verification, as it will run against Tiledesk: secret and token.
         claims = verify_token(delivery.body["token"], headers["x-hook-secret"], hook["_id"])
         assert claims["sub"] == "subscription" and claims["_id"] == hook["_id"]
-        parsed = parse_delivery(delivery.body, headers=headers)
-        assert parsed.event == "message.create" and parsed.subscription_id == hook["_id"]
+        event = verify_delivery(delivery.raw, headers, [fwd.secret], verify_token=True)
+        assert event.event == "message.create" and event.subscription_id == hook["_id"]
+        assert event.source == "webhook" and event.text == delivery.body["payload"]["text"]
     # One subscription stands behind every delivery, as with a real one.
     assert len({r.body["hook"]["_id"] for r in got}) == 1
     assert fwd.forwarded == 3 and [r.outcome for r in results] == ["forwarded"] * 3

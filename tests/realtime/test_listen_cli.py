@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from realtime.helpers import Receiver
 
+from realtime.helpers import Receiver
 from tiledesk_tutorial import TiledeskClient, new_request_id
-from tiledesk_tutorial.events import verify_token
+from tiledesk_tutorial.webhooks import verify_token
 from tiledesk_tutorial.wire import new_object_id
 
 PASSWORD = "Listen-Passw0rd!"

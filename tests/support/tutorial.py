@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tiledesk_tutorial.settings import ENV_VARS
-from tiledesk_tutorial.tutorial import HOME_VAR, SANDBOX_URL_VAR
+from tiledesk_tutorial.config import ENV_VARS
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -20,13 +19,13 @@ FULL_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]
 def clean_tutorial_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
     """Unset every tutorial variable, point the tutorial's home at ``home`` and work in it.
 
-    The working directory matters: settings are also read from a ``.env`` file in the current
-    folder or its parents, and a developer's own ``.env`` must not leak into a test.
+    The working directory matters: the configuration is also read from a ``.env`` file in the
+    current folder or its parents, and a developer's own ``.env`` must not leak into a test.
     """
-    for var in (*ENV_VARS.values(), SANDBOX_URL_VAR, "PYNGROK_NGROK_PATH"):
+    for var in ENV_VARS.values():
         monkeypatch.delenv(var, raising=False)
     home.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv(HOME_VAR, str(home))
+    monkeypatch.setenv(ENV_VARS["home"], str(home))
     monkeypatch.chdir(home)
     return home
 

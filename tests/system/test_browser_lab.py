@@ -32,8 +32,8 @@ from support.browser import (
 )
 from support.sandbox import Api
 
+from tiledesk_tutorial.config import ENV_VARS
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
-from tiledesk_tutorial.settings import ENV_VARS
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 

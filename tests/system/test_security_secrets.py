@@ -22,11 +22,11 @@ import pytest
 from support.faults import bare, find_secrets
 
 from tiledesk_tutorial.client import TiledeskClient
+from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.errors import TiledeskError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import RetryPolicy, start_sandbox
 from tiledesk_tutorial.sandbox.subscriptions import Delivery
-from tiledesk_tutorial.settings import Settings
 from tiledesk_tutorial.tunnel import TunnelError, close_tunnel, open_tunnel
 
 pytestmark = pytest.mark.security
@@ -186,7 +186,7 @@ def test_a_whole_flow_shows_no_secret_anywhere(
     errors["sandbox gone"] = _failure(
         lambda: TiledeskClient(sandbox_url, retries=0).get_project("0" * 24)
     )
-    shown["settings"] = Settings(
+    shown["settings"] = Config(
         api_url=sandbox_url,
         email=email,
         password=PASSWORD,

@@ -16,7 +16,7 @@ import pytest
 from support.faults import DeliveryLedger
 from support.sandbox import Receiver, World, make_world
 
-from tiledesk_tutorial.events import read_jsonl
+from tiledesk_tutorial.jsonl import read_jsonl
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import RetryPolicy, start_sandbox
 

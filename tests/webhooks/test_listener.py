@@ -11,13 +11,7 @@ import pytest
 import requests
 from support.listener import listener_threads, post, recorded_deliveries
 
-from tiledesk_tutorial.events import (
-    make_delivery,
-    make_hook,
-    make_message_payload,
-    read_jsonl,
-    sign_delivery,
-)
+from tiledesk_tutorial.jsonl import read_jsonl
 from tiledesk_tutorial.listener import (
     ListenerError,
     PortInUseError,
@@ -25,6 +19,12 @@ from tiledesk_tutorial.listener import (
     WebhookTimeout,
     running_listeners,
     stop_all_listeners,
+)
+from tiledesk_tutorial.webhooks import (
+    make_delivery,
+    make_hook,
+    make_message_payload,
+    sign_delivery,
 )
 
 SECRET = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -494,7 +494,10 @@ def test_a_port_held_by_another_program_is_a_one_line_error(capfd):
             listener.start()
     message = str(caught.value)
     assert f"port {port}" in message and "another program" in message
-    assert "\n" not in message
+    # One line saying what, one hint saying what to do: no traceback soup.
+    assert message == f"{caught.value.summary}\nHint: {caught.value.hint}"
+    assert "\n" not in caught.value.summary and "\n" not in (caught.value.hint or "\n")
+    assert "port=0" in caught.value.hint
     assert not listener.running
     assert capfd.readouterr() == ("", "")  # werkzeug would have printed and called sys.exit
 

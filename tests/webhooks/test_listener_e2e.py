@@ -12,7 +12,7 @@ import pytest
 from support.listener import listener_threads
 
 from tiledesk_tutorial.client import TiledeskClient
-from tiledesk_tutorial.events import read_jsonl
+from tiledesk_tutorial.jsonl import read_jsonl
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.sandbox import RetryPolicy, start_sandbox
 from tiledesk_tutorial.tunnel import webhook_target

@@ -16,7 +16,6 @@ from support.listener import listener_threads, post
 from support.tunnel import STANDIN_AUTHTOKEN as AUTHTOKEN
 from support.tunnel import process_alive
 
-from tiledesk_tutorial.events import make_delivery, make_message_payload
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.tunnel import (
     TunnelError,
@@ -26,6 +25,7 @@ from tiledesk_tutorial.tunnel import (
     open_tunnel,
     webhook_target,
 )
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 SECRET = "3f2c1a9e-8b7d-4e6f-a5c4-1b2a3c4d5e6f"
 

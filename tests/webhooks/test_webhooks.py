@@ -1,29 +1,30 @@
-"""Parsing, verifying and making Tiledesk webhook deliveries (no HTTP here; see test_listener)."""
+"""Verifying, parsing and making Tiledesk webhook deliveries (no HTTP here; see test_listener)."""
 
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime
 
 import jwt
 import pytest
 from support.listener import recorded_deliveries
 
-from tiledesk_tutorial.events import (
+from tiledesk_tutorial.errors import TiledeskTutorialError
+from tiledesk_tutorial.jsonl import event_to_record
+from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.webhooks import (
     InvalidDelivery,
-    InvalidSignature,
-    WebhookEvent,
+    WebhookVerificationError,
     make_delivery,
     make_hook,
     make_message_payload,
     match_secret,
     parse_delivery,
-    read_jsonl,
     sign_delivery,
-    subscription_audience,
+    verify_delivery,
     verify_token,
 )
+from tiledesk_tutorial.wire import subscription_audience
 
 SECRET = "0f4b1f7e-5a8e-4c55-9a43-0c1f9f7d2b11"  # shaped like Tiledesk's (a UUID)
 
@@ -52,7 +53,9 @@ def test_recorded_deliveries_parse_into_events_with_who_said_what():
     ]
     first = events[0]
     assert first.sender == "cfd3818e-8374-47be-a9b1-340b59697934"
-    assert first.sender_fullname == "Visitor Vic "
+    assert first.sender_fullname == "Visitor Vic"  # trimmed; the payload keeps "Visitor Vic "
+    assert first.payload["senderFullname"] == "Visitor Vic "
+    assert first.source == "webhook"
     assert first.request_id == (
         "support-group-6b0690cb0ed30d16ca8ddc1a-0e5e69ddfda4415f9a78cbaf3333804e"
     )
@@ -75,7 +78,7 @@ def test_an_event_keeps_harmless_headers_but_never_the_secret():
         "origin": "http://127.0.0.1:3011",
         "content-type": "application/json",
     }
-    assert RECORDED_SECRET not in json.dumps(event.to_record())
+    assert RECORDED_SECRET not in json.dumps(event_to_record(event))
     assert RECORDED_SECRET not in repr(event)
 
 
@@ -107,7 +110,7 @@ def test_recorded_tokens_verify_with_the_recorded_secret():
     ],
 )
 def test_a_token_for_another_secret_or_subscription_is_rejected(secret, subscription_id, reason):
-    with pytest.raises(InvalidSignature, match=reason):
+    with pytest.raises(WebhookVerificationError, match=reason):
         verify_token(RECORDED[0].body["token"], secret, subscription_id)
 
 
@@ -128,7 +131,7 @@ def test_tokens_with_another_algorithm_or_issuer_or_subject_are_rejected():
         None,
     ]  # fmt: skip
     for token in forged:
-        with pytest.raises(InvalidSignature):
+        with pytest.raises(WebhookVerificationError):
             verify_token(token, SECRET, hook["_id"])
 
 
@@ -195,7 +198,7 @@ def test_a_delivery_without_hook_or_timestamp_is_still_an_event():
     assert event.role is None
 
 
-def _event(event: str, payload: dict, timestamp: int) -> WebhookEvent:
+def _event(event: str, payload: dict, timestamp: int) -> Event:
     body = {"timestamp": timestamp, "payload": payload, "hook": {"_id": "s1", "event": event}}
     return parse_delivery(json.dumps(body))
 
@@ -234,18 +237,48 @@ def test_match_secret_finds_the_right_secret_among_several():
     assert match_secret(SECRET, []) is None
 
 
-def test_records_round_trip_and_read_jsonl_skips_a_cut_line(tmp_path, caplog):
-    events = [parse_delivery(d.data(), headers=d.headers) for d in RECORDED[:3]]
-    store = tmp_path / "events.jsonl"
-    lines = [json.dumps(e.to_record()) for e in events]
-    store.write_text(lines[0] + "\n" + lines[1] + "\n\n" + lines[2][:50] + "\n", encoding="utf-8")
+# -- verify_delivery: the whole check sequence -----------------------------------------------------
+def test_verify_delivery_accepts_recorded_deliveries_with_secret_and_token():
+    for delivery in RECORDED:
+        event = verify_delivery(
+            delivery.data(), delivery.headers, [SECRET, RECORDED_SECRET], verify_token=True
+        )
+        assert event.raw == delivery.body and event.subscription_id == "6b0690cd0ed30d16ca8ddcd0"
+        assert RECORDED_SECRET not in json.dumps(event.headers)
 
-    with caplog.at_level(logging.WARNING, logger="tiledesk_tutorial"):
-        back = read_jsonl(store)
 
-    assert [(e.message_id, e.text, e.received_at) for e in back] == [
-        (e.message_id, e.text, e.received_at) for e in events[:2]
-    ]
-    assert back[0].raw == events[0].raw
-    assert "skipped 1 unreadable line" in caplog.text
-    assert read_jsonl(tmp_path / "missing.jsonl") == []
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing x-hook-secret header"),
+        ({"x-hook-secret": ""}, "missing x-hook-secret header"),
+        ({"X-Hook-Secret": "not-it-0000"}, "wrong x-hook-secret"),
+    ],
+)
+def test_verify_delivery_refuses_a_missing_or_wrong_secret_before_reading_the_body(headers, reason):
+    with pytest.raises(WebhookVerificationError, match=reason) as caught:
+        verify_delivery(b"not even json", headers, [SECRET])
+    assert caught.value.status == 401 and caught.value.reason.startswith(reason)
+    assert caught.value.hint and SECRET not in str(caught.value)
+    assert isinstance(caught.value, TiledeskTutorialError)
+    assert not isinstance(caught.value, InvalidDelivery)
+
+
+def test_verify_delivery_refuses_a_body_that_is_no_delivery_with_400():
+    with pytest.raises(InvalidDelivery, match="no 'payload'") as caught:
+        verify_delivery(b"{}", {"x-hook-secret": SECRET}, [SECRET])
+    assert caught.value.status == 400
+    assert isinstance(caught.value, WebhookVerificationError)  # one class to catch
+
+
+def test_verify_delivery_checks_the_token_only_when_asked():
+    good = make_delivery(make_message_payload("signed"), SECRET)
+    forged = dict(
+        good.body, token=sign_delivery(good.body["hook"], "another-secret-0000000000000000000000")
+    )
+    assert verify_delivery(json.dumps(forged), good.headers, [SECRET]).text == "signed"
+    with pytest.raises(WebhookVerificationError, match="token rejected"):
+        verify_delivery(json.dumps(forged), good.headers, [SECRET], verify_token=True)
+    with pytest.raises(WebhookVerificationError, match="no subscription secret"):
+        verify_delivery(good.data(), good.headers, [], verify_token=True)
+    assert verify_delivery(good.data(), {}, []).text == "signed"  # no secret known: any sender
