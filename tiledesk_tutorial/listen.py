@@ -260,8 +260,8 @@ def _signed_in_agent(options: ListenOptions, say: Any) -> tuple[Any, str]:
 
     config = get_default()
     if config.uses_sandbox:
-        _require_running_sandbox(tutorial)
-    if options.project_id:  # what TILEDESK_PROJECT_ID does, for this process only
+        _require_running_sandbox(tutorial, config.sandbox_url)
+    if options.project_id:  # what TILEDESK_PROJECT_ID does (tutorial.start reads it again)
         os.environ["TILEDESK_PROJECT_ID"] = options.project_id
     # The tutorial's notes ("created the project...") go with the other messages, to stderr.
     with contextlib.redirect_stdout(_Lines(say)):
@@ -273,8 +273,7 @@ def _signed_in_agent(options: ListenOptions, say: Any) -> tuple[Any, str]:
     return agent, tt.api_url
 
 
-def _require_running_sandbox(tutorial: Any) -> None:
-    explicit = (os.environ.get(tutorial.SANDBOX_URL_VAR) or "").strip()
+def _require_running_sandbox(tutorial: Any, explicit: str | None) -> None:
     shared = f"http://127.0.0.1:{tutorial.DEFAULT_SANDBOX_PORT}"
     found = (explicit and tutorial.probe_sandbox(explicit, require_mark=False)) or (
         tutorial.probe_sandbox(shared)

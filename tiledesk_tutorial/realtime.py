@@ -532,9 +532,12 @@ class RealtimeFeed:
         """
         return self._hub.on_event(callback, key=key)
 
-    def on_events(self, callback: BatchCallback, *, key: Hashable) -> BatchCallback:
-        """Call ``callback(events)`` with every event kept since its last call (a burst at once)."""
-        return self._hub.on_events(callback, key=key)
+    def on_events(
+        self, callback: BatchCallback, *, key: Hashable, min_interval: float = 0.0
+    ) -> BatchCallback:
+        """Call ``callback(events)`` with every event kept since its last call (a burst at once),
+        at most once every ``min_interval`` seconds; ``key`` replaces an earlier callback."""
+        return self._hub.on_events(callback, key=key, min_interval=min_interval)
 
     def remove_callback(self, callback_or_key: Any) -> None:
         """Stop calling a callback (given itself, or its key)."""
