@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import jwt
 import pytest
-from realtime.helpers import Proxy
 
+from realtime.helpers import Proxy
 from tiledesk_tutorial import TiledeskClient, new_request_id, start_sandbox
 from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.models import Event
@@ -312,3 +312,22 @@ def test_wait_for_says_where_the_feed_stands(world: World) -> None:
         feed.wait_for(lambda e: e.text == "never sent", timeout=0.2)
     assert "got 0" in str(caught.value) and "connected to" in str(caught.value)
     assert caught.value.events == []
+
+
+def test_the_conversation_view_follows_a_feed_and_replies_through_it(world: World) -> None:
+    from tiledesk_tutorial import ConversationView
+
+    with world.feed() as feed:
+        rid = new_request_id(world.project_id)
+        view = ConversationView(feed, client=world.agent, request_id=rid)
+        world.visitor("John").send_message(rid, "Where is my parcel?")
+        assert view.wait_until_shown("Where is my parcel?")
+        sent = view.reply("On its way, John!")  # what the Send button does
+        assert sent is not None and view.wait_until_shown("On its way, John!")
+        world.agent.close_request(rid)
+        assert view.wait_until_shown("Chat closed")
+        html = view.html
+        view.close()
+    assert html.index("Where is my parcel?") < html.index("On its way, John!")
+    assert "tiledesk-role-visitor" in html and "tiledesk-role-agent" in html
+    assert ">closed</span>" in html and view.status_text.startswith("Sent at ")
