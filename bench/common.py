@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -15,63 +12,40 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.faults import SandboxProcess  # noqa: E402 (the tests' helper, shared)
+
 PASSWORD = "Bench-Passw0rd!"  # noqa: S105 - a throw-away local account
 
 
 @dataclass
-class SandboxProcess:
-    """The sandbox started as its own process, as ``make lab`` runs it."""
+class BenchSandbox:
+    """The sandbox started as its own process, as ``make lab`` runs it, timed until it answers."""
 
-    process: subprocess.Popen
+    process: SandboxProcess
     url: str
     ready_s: float
     data_dir: Path
 
     def stop(self) -> None:
-        """SIGTERM, then wait; SIGKILL if it does not stop."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
+        """SIGTERM, then wait (SIGKILL if it does not stop)."""
+        self.process.stop()
 
     def rss_mb(self) -> float:
         """Resident memory of the sandbox process, in MB."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(line.split()[1]) / 1024
+        return self.process.rss_kib() / 1024
 
 
-def start_sandbox_process(*extra: str) -> SandboxProcess:
-    """Start ``python -m tiledesk_tutorial.sandbox`` on a free port; time it until its first 200."""
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start_sandbox_process(*extra: str) -> BenchSandbox:
+    """Start ``python -m tiledesk_tutorial.sandbox`` on a free port; time it until its first 200.
+
+    The process is the tests' :class:`SandboxProcess` (one helper for both).
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-sandbox-")) / "data"
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tiledesk_tutorial.sandbox",
-            "--port",
-            "0",
-            "--data",
-            str(data_dir),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    url = process.stdout.readline().strip()
-    if not url:
-        raise RuntimeError("the sandbox did not start: " + process.stderr.read())
+    process = SandboxProcess(data_dir, *extra)
+    url = process.start()
     session = requests.Session()
     while True:
         try:
@@ -81,7 +55,7 @@ def start_sandbox_process(*extra: str) -> SandboxProcess:
             time.sleep(0.001)
     ready = time.perf_counter() - started
     session.close()
-    return SandboxProcess(process, url, ready, data_dir)
+    return BenchSandbox(process, url, ready, data_dir)
 
 
 @dataclass

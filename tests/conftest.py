@@ -46,7 +46,10 @@ def no_leftover_threads() -> Iterator[None]:
     """Fail a test that leaves one of our server or worker threads running."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    ours = ("tiledesk-sandbox", "sandbox-delivery", "sandbox-store", "tiledesk-listener")
+    # The sandbox's event loop thread is "tiledesk-sandbox-<port>" (its deliveries and sockets
+    # run on it); its key-derivation pool ("sandbox-kdf") starts threads lazily and is shut down
+    # by stop() with the loop, so a leaked sandbox shows as its loop thread.
+    ours = ("tiledesk-sandbox", "sandbox-store", "tiledesk-listener")
     leftover = [
         t.name
         for t in threading.enumerate()

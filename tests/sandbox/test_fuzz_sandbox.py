@@ -5,7 +5,7 @@ bytes, from every kind of caller. The properties: no answer is a 5xx, every JSON
 JSON, no stored row changes when a request is rejected, and the sandbox keeps serving.
 
 The sandbox publishes no OpenAPI description, so schemathesis has nothing to read; the routes are
-listed here from the contract. Examples are derandomized, so every run sends the same cases.
+listed here by hand. Examples are derandomized, so every run sends the same cases.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""Every protected route against every kind of caller, in one table (contract §2.7 and §3.1).
+"""Who may call what: every protected route against every kind of caller, in one table.
 
-Callers: no token, garbage, ``Bearer``, a JWT forged with another key, an unsigned JWT, a visitor
-and an agent of another project, and in the project itself a visitor, an agent, a supervisor, an
-admin (made with ``SandboxService.add_member``), the owner, and a webhook subscription's token.
-Each cell is the status (and body) the contract gives: 401 plain ``Unauthorized`` for bad
+Callers: no token, garbage, ``Bearer``, a JWT forged with another key, an unsigned JWT, a bare JWT
+without its scheme, a wrong HTTP Basic password, a visitor and an agent of another project, and in
+the project itself a visitor, an agent, a supervisor, an admin (made with
+``sandbox.accounts.add_member``), the owner (JWT and Basic), and a webhook subscription's token.
+Each cell is the status (and body) the real server gives: 401 plain ``Unauthorized`` for bad
 credentials, 403 "you dont belong to the project." for outsiders, 403 "you dont have the required
 role." below the route's role, and the route's success otherwise. Both the root and ``/v3``.
-(A wrong HTTP Basic password, ~80 ms of scrypt per call, is in test_sandbox_access.py.)
+Then the rules the table cannot show: a visitor's own conversations, the Authorization header's
+exact form, and a delivery token's reach.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def setup() -> Iterator[Setup]:
             Caller("Bearer", "Bearer " + world.agent_token[4:], "bad"),
             Caller("forged JWT", "JWT " + forged, "bad"),
             Caller("unsigned JWT", "JWT " + unsigned, "bad"),
+            Caller("raw JWT without scheme", world.agent_token[4:], "bad"),
+            Caller("wrong Basic password", _basic(world.email, "wrong"), "bad"),
             Caller("visitor of another project", other.visitor_token, "outsider"),
             Caller("agent of another project", other.agent_token, "outsider", user=True),
             Caller("visitor", world.visitor_token, "guest"),
@@ -110,8 +114,8 @@ def setup() -> Iterator[Setup]:
         other.api.close()
 
 
-def _basic(email: str) -> str:
-    return "Basic " + base64.b64encode(f"{email}:{PASSWORD}".encode()).decode()
+def _basic(email: str, password: str = PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{email}:{password}".encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ ROUTES = [
 
 
 def expected(route: Route, caller: Caller, participants: list[str]) -> tuple[int, object]:
-    """The contract's answer for this caller on this route: (status, JSON body or text)."""
+    """The real server's answer for this caller on this route: (status, JSON body or text)."""
     if caller.standing == "bad":
         return 401, "Unauthorized"
     if route.role == "any":
@@ -178,9 +182,9 @@ def expected(route: Route, caller: Caller, participants: list[str]) -> tuple[int
 
 
 CELLS = [(route, name) for route in ROUTES for name in (
-    "no token", "garbage", "Bearer", "forged JWT", "unsigned JWT",
-    "visitor of another project", "agent of another project", "visitor", "agent", "supervisor",
-    "admin", "owner", "owner with Basic", "webhook token",
+    "no token", "garbage", "Bearer", "forged JWT", "unsigned JWT", "raw JWT without scheme",
+    "wrong Basic password", "visitor of another project", "agent of another project",
+    "visitor", "agent", "supervisor", "admin", "owner", "owner with Basic", "webhook token",
 )]  # fmt: skip
 
 
@@ -277,3 +281,63 @@ def test_add_member_again_changes_the_role(sandbox: SandboxHandle) -> None:
     projects = world.api.get("/projects", token=token).json()
     assert [(p["id_project"]["_id"], p["role"]) for p in projects] == [(world.project_id, "admin")]
     world.api.close()
+
+
+def test_visitor_cannot_read_or_write_someone_elses_conversation(setup: Setup) -> None:
+    """Tiledesk lets any member use any conversation; the sandbox keeps visitors to their own."""
+    first, rid = setup.world, setup.conversation
+    other_token, _ = first.new_visitor("Eve")
+    path = first.messages_path(rid)
+    for method, body in (("GET", None), ("POST", {"text": "I am not Vic"})):
+        response = first.api.call(method, path, json=body, token=other_token)
+        assert response.status_code == 403, response.text
+    closeg = first.api.put(f"/{first.project_id}/requests/{rid}/closeg", token=other_token)
+    assert closeg.status_code == 403
+    own = first.api.get(f"/{first.project_id}/requests/me", token=other_token).json()
+    assert own["count"] == 0
+
+
+def test_visitor_cannot_speak_for_someone_else(setup: Setup) -> None:
+    first, rid = setup.world, setup.conversation
+    response = first.api.post(
+        first.messages_path(rid),
+        json={"text": "I am the agent", "sender": first.agent_id},
+        token=first.visitor_token,
+    )
+    assert response.status_code == 403
+
+
+def test_header_with_two_spaces_is_refused_like_tiledesk(setup: Setup) -> None:
+    first, rid = setup.world, setup.conversation
+    doubled = first.agent_token.replace("JWT ", "JWT  ")
+    response = first.api.get(first.messages_path(rid), token=doubled)
+    assert (response.status_code, response.json()) == (
+        403,
+        {"success": False, "msg": "Unauthorized."},
+    )
+
+
+def test_lowercase_jwt_scheme_is_accepted(setup: Setup) -> None:
+    first, rid = setup.world, setup.conversation
+    lower = first.agent_token.replace("JWT ", "jwt ")
+    assert first.api.get(first.messages_path(rid), token=lower).status_code == 200
+
+
+def test_webhook_token_works_only_on_its_own_project(setup: Setup) -> None:
+    """A delivery's token is usable as ``JWT <token>`` on routes that admit subscriptions."""
+    first, second = setup.world, setup.other
+    subscription = first.subscribe("http://127.0.0.1:9/hook-token")
+    hook = {k: v for k, v in subscription.items() if k not in ("secret", "global")}
+    audience = f"https://tiledesk.com/subscriptions/{hook['_id']}"
+    claims = {**hook, "aud": audience, "iss": "https://tiledesk.com", "sub": "subscription"}
+    token = jwt.encode(claims, subscription["secret"], algorithm="HS256")
+    own = first.api.get(f"/{first.project_id}/requests", token="JWT " + token)
+    assert own.status_code == 200
+    assert (
+        first.api.get(f"/{first.project_id}/subscriptions", token="JWT " + token).status_code == 403
+    )
+    other = first.api.get(f"/{second.project_id}/requests", token="JWT " + token)
+    assert (other.status_code, other.json()) == (403, NOT_MEMBER)
+    first.api.delete(f"/{first.project_id}/subscriptions/{hook['_id']}", token=first.agent_token)
+    gone = first.api.get(f"/{first.project_id}/requests", token="JWT " + token)
+    assert gone.status_code == 401

@@ -212,3 +212,43 @@ def test_a_presenter_starts_from_an_empty_sandbox(sandbox, page):
     page.get_by_role("button", name="Create account and sign in").click()
     page.get_by_role("alert").filter(has_text="Email already registered").wait_for()
     errors.assert_none(ignore=("403 (FORBIDDEN)", "403 (Forbidden)"))
+
+
+def test_messages_arrive_over_the_realtime_socket_and_survive_a_restart(tmp_path, page):
+    """No polling: after the first load, live messages come over the WebSocket only; when the
+    sandbox restarts, the page says it is reconnecting, then catches up and goes on live."""
+    from tiledesk_tutorial.sandbox import start_sandbox
+
+    data = tmp_path / "data"
+    rest_calls: list[str] = []
+    page.on("request", lambda r: rest_calls.append(r.url) if "/requests" in r.url else None)
+    sockets: list[Any] = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    errors = PageErrors(page)
+    with start_sandbox(data_dir=data) as first:
+        world = make_world(first.url)
+        rid = world.request_id()
+        world.send(rid, "Are you there?")
+        sign_in(page, first.url + "/console", world.email)
+        conversation(page, rid).click()
+        page.locator("#messages li", has_text="Are you there?").wait_for()
+        page.locator('#status[data-live="live"]').wait_for()
+        assert [s.url.split("?")[0] for s in sockets] == [first.url.replace("http", "ws") + "/ws/"]
+        before = len(rest_calls)
+        for n in range(3):
+            world.send(rid, f"live message {n}")
+            page.locator("#messages li", has_text=f"live message {n}").wait_for()
+        assert rest_calls[before:] == []  # every one of them came over the socket
+        port = first.port
+    page.locator('#status[data-live="reconnecting"]').wait_for()
+    assert "reconnecting" in page.locator("#status").inner_text().lower()
+    with start_sandbox(port=port, data_dir=data) as second:
+        world.api.base_url = second.url
+        world.send(rid, "sent while the page was reconnecting")
+        page.locator("#messages li", has_text="sent while the page was reconnecting").wait_for()
+        page.locator('#status[data-live="live"]').wait_for()
+        world.send(rid, "and live again")
+        page.locator("#messages li", has_text="and live again").wait_for()
+        assert page.locator("#messages li").count() == 6  # nothing shown twice
+    world.api.close()
+    errors.assert_none(ignore=("WebSocket connection to",))

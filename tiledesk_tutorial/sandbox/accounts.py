@@ -238,5 +238,4 @@ class Accounts:
                 conn.execute(
                     "UPDATE project_users SET doc = ? WHERE id = ?", (dumps(member), member["_id"])
                 )
-            self.auth.forget_membership(project_id, user_id)
         return docs.render_project_user(member)

@@ -4,9 +4,11 @@ The order of checks follows the real server: for ``/:project_id/...`` routes the
 checked first (400), then the caller is authenticated (401, plain text), then the membership and
 role (403). A path Tiledesk does not know is Express's ``404 Cannot GET /path``.
 
-Handlers run on the event loop. Everything they call is short (SQLite queries on a local file)
-except key derivation (scrypt, about 75 ms of CPU for a sign-up, a sign-in or an HTTP Basic check
-not seen before), which runs in a small thread pool so that it never stalls the other calls.
+Handlers run on the event loop. Everything they call is short, SQLite included: storing a
+message (its transaction, its outbox rows, its JSON) takes 0.2 ms, and a hop to a thread pool
+would add 0.05 ms to every call for CPU work that holds the GIL anyway. Key derivation (scrypt,
+about 75 ms of CPU for a sign-up, a sign-in or an HTTP Basic check not seen before) runs in a
+small thread pool, so that it never stalls the other calls.
 """
 
 from __future__ import annotations

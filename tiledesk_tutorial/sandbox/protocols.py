@@ -47,6 +47,7 @@ class SandboxHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._reading_head = True
         self._head_bytes = 0
+        self._head_parsed = 0
         self._head_started = False
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
@@ -75,14 +76,34 @@ class SandboxHttpProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_started = True
         self._head_bytes = 0
+        self._head_parsed = 0
         if self._head_timer is None:
             self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_parsed += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_parsed += len(name) + len(value) + 4
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._head_started = False
         self._cancel_head_timer()
+        if self._head_parsed > HEADER_LIMIT:  # a whole head that came in one piece
+            self._refuse(431, "Request Header Fields Too Large")
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

