@@ -1,23 +1,24 @@
-"""Execute every tutorial notebook headless, in order, against a fresh sandbox; time it."""
+"""Execute every tutorial notebook headless, in order, against a fresh sandbox; time it.
+
+The notebooks run through the tests' one runner (``tests/support/notebooks.py``), so the
+benchmark times exactly what ``make test`` executes.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nbformat
 from common import ROOT, start_sandbox_process
-from nbclient import NotebookClient
 
+sys.path.insert(0, str(ROOT / "tests"))
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from support.net import free_port
+from support.notebooks import execute_notebook, tutorial_notebooks
 
 
 def run_all_notebooks(cell_timeout: int = 60) -> float:
@@ -33,22 +34,13 @@ def run_all_notebooks(cell_timeout: int = 60) -> float:
     os.environ.update(
         TILEDESK_SANDBOX_URL=sandbox.url,
         TILEDESK_TUTORIAL_HOME=str(workdir / "home"),
-        TILEDESK_LISTENER_PORT=str(_free_port()),
+        TILEDESK_LISTENER_PORT=str(free_port()),
     )
     os.environ.pop("TILEDESK_API_URL", None)
     try:
         started = time.perf_counter()
-        for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):  # in their order
-            copy = workdir / source.name
-            shutil.copyfile(source, copy)
-            notebook = nbformat.read(copy, as_version=4)
-            NotebookClient(
-                notebook,
-                timeout=cell_timeout,
-                kernel_name="python3",
-                resources={"metadata": {"path": str(workdir)}},
-                shutdown_kernel="immediate",
-            ).execute()
+        for source in tutorial_notebooks():
+            execute_notebook(source.stem, workdir, cell_timeout=cell_timeout, retry_stall=False)
         return round(time.perf_counter() - started, 2)
     finally:
         sandbox.stop()

@@ -16,31 +16,31 @@ A typical notebook plays both sides of a conversation with two clients::
     agent.send_message(request_id, "Hi John, how can I help?", project_id=project.id)
 
 Each call leaves its curl equivalent in ``client.last_curl`` (secrets redacted); with
-``show_curl=True`` the client prints it before sending.
+``show_curl=True`` the client prints it before sending. Every call goes through one short
+function, :meth:`TiledeskClient._call`: the ``requests`` call, its curl, and the error it becomes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
 from tiledesk_tutorial import wire
 from tiledesk_tutorial.config import Config, get_default
 from tiledesk_tutorial.curl import curl_for_prepared
-from tiledesk_tutorial.errors import CallContext, TiledeskError, UnexpectedResponseError
-from tiledesk_tutorial.http import (
-    DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    ApiResponse,
-    BasicAuth,
-    JWTAuth,
-    Timeout,
-    Transport,
+from tiledesk_tutorial.errors import (
+    CallContext,
+    InvalidInputError,
+    TiledeskError,
+    UnexpectedResponseError,
+    check_answer,
+    error_for_transport_failure,
 )
 from tiledesk_tutorial.models import (
     AuthResult,
@@ -52,6 +52,18 @@ from tiledesk_tutorial.models import (
     RequestPage,
     Subscription,
     User,
+)
+from tiledesk_tutorial.session import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    RETRY_METHODS,
+    BasicAuth,
+    JWTAuth,
+    Timeout,
+    build_session,
+    checked_timeout,
+    normalize_base_url,
 )
 from tiledesk_tutorial.wire import REQUEST_STATUS, SECRET_HEADER, is_object_id
 
@@ -111,14 +123,10 @@ class TiledeskClient:
         session: requests.Session | None = None,
     ) -> None:
         self._init(
-            Transport(
-                base_url,
-                timeout=timeout,
-                retries=retries,
-                backoff_factor=backoff_factor,
-                session=session,
-            ),
-            owns_transport=True,
+            normalize_base_url(base_url),
+            checked_timeout(timeout),
+            session or build_session(retries=retries, backoff_factor=backoff_factor),
+            owns_session=session is None,
         )
         self._email = email
         self._password = password
@@ -127,9 +135,13 @@ class TiledeskClient:
         if token is not None:
             self.use_token(token)
 
-    def _init(self, transport: Transport, *, owns_transport: bool) -> None:
-        self._transport = transport
-        self._owns_transport = owns_transport
+    def _init(
+        self, base_url: str, timeout: Timeout, session: requests.Session, *, owns_session: bool
+    ) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._session = session
+        self._owns_session = owns_session
         self._auth: JWTAuth | BasicAuth | None = None
         self._email: str | None = None
         self._password: str | None = None
@@ -154,12 +166,12 @@ class TiledeskClient:
         :meth:`sign_in` next.
 
         Raises:
-            ValueError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
+            InvalidInputError: neither ``TILEDESK_API_URL`` nor ``sandbox_url`` is given.
         """
         config = config if config is not None else get_default()
         base_url = config.api_url or sandbox_url
         if base_url is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "TILEDESK_API_URL is not set, so the tutorial runs on the embedded sandbox: "
                 "start it (sandbox = start_sandbox()) and pass sandbox_url=sandbox.url, or set "
                 "TILEDESK_API_URL to use a real Tiledesk."
@@ -174,12 +186,12 @@ class TiledeskClient:
     @property
     def base_url(self) -> str:
         """The API's base URL, without a trailing slash."""
-        return self._transport.base_url
+        return self._base_url
 
     @property
     def timeout(self) -> Timeout:
         """Seconds to wait for a connection and for each answer."""
-        return self._transport.timeout
+        return self._timeout
 
     @property
     def project_id(self) -> str | None:
@@ -211,7 +223,7 @@ class TiledeskClient:
         """Authenticate the next calls with this token (``"JWT eyJ..."`` or the bare JWT).
 
         Raises:
-            ValueError: the token is empty, or uses ``Bearer`` (Tiledesk wants ``JWT``).
+            InvalidInputError: the token is empty, or uses ``Bearer`` (Tiledesk wants ``JWT``).
         """
         self._auth = JWTAuth(token)
 
@@ -236,7 +248,7 @@ class TiledeskClient:
         keeps its own identity. Each call makes a new visitor (Tiledesk has no visitor login).
         """
         visitor = TiledeskClient.__new__(TiledeskClient)
-        visitor._init(self._transport, owns_transport=False)
+        visitor._init(self._base_url, self._timeout, self._session, owns_session=False)
         visitor.show_curl = self.show_curl
         visitor.sign_in_anonymously(
             project_id or self.project_id,
@@ -249,9 +261,10 @@ class TiledeskClient:
         return visitor
 
     def close(self) -> None:
-        """Release the connection pool (not shared with clients made by :meth:`as_visitor`)."""
-        if self._owns_transport:
-            self._transport.close()
+        """Release the connection pool (not shared with clients made by :meth:`as_visitor`, nor a
+        ``session`` passed in)."""
+        if self._owns_session:
+            self._session.close()
 
     def __enter__(self) -> TiledeskClient:
         return self
@@ -281,7 +294,7 @@ class TiledeskClient:
         """Create an account (``POST /auth/signup``). It gives no token: call :meth:`sign_in`.
 
         Raises:
-            ValueError: an empty field, or an email without ``@``.
+            InvalidInputError: an empty field, or an email without ``@``.
             EmailAlreadyRegisteredError: the email has an account already: sign in instead.
             ValidationError: the server refused a field.
         """
@@ -310,7 +323,7 @@ class TiledeskClient:
         ``TILEDESK_EMAIL`` and ``TILEDESK_PASSWORD`` through :meth:`from_config`).
 
         Raises:
-            ValueError: no email or password.
+            InvalidInputError: no email or password.
             AuthenticationError: unknown email, or wrong password.
         """
         email, password = self._credentials(email, password)
@@ -406,13 +419,14 @@ class TiledeskClient:
         :meth:`list_messages` before sending again.
 
         Raises:
-            ValueError: an empty text for a text message (other types, such as ``"image"`` with
-                ``metadata``, may have no text), or a malformed request or project id.
+            InvalidInputError: an empty text for a text message (other types, such as
+                ``"image"`` with ``metadata``, may have no text), or a malformed request or
+                project id.
         """
         pid = self._pid(project_id)
         _check_request_id(request_id)
         if type in (None, "text") and (text is None or not str(text).strip()):
-            raise ValueError(
+            raise InvalidInputError(
                 "the message text is empty: pass some text, e.g. send_message(request_id, "
                 "'Hello'). Only other types (type='image' with metadata=...) may have no text."
             )
@@ -429,7 +443,7 @@ class TiledeskClient:
                 body[key] = value
         for key, value in fields.items():
             if key in body:
-                raise ValueError(f"the field {key!r} is given twice: pass it once.")
+                raise InvalidInputError(f"the field {key!r} is given twice: pass it once.")
             body[key] = value
         answer = self._call(
             "send_message",
@@ -583,7 +597,7 @@ class TiledeskClient:
         ``x-hook-secret`` header. It is shown only now: keep it.
 
         Raises:
-            ValueError: ``target`` is not an http(s) URL, or ``event`` is empty.
+            InvalidInputError: ``target`` is not an http(s) URL, or ``event`` is empty.
         """
         pid = self._pid(project_id)
         body = {"event": _check_event(event), "target": _check_target(target)}
@@ -649,7 +663,7 @@ class TiledeskClient:
         """
         pid = self._pid(project_id)
         if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-            raise ValueError(f"page must be 0 or more, not {page!r}.")
+            raise InvalidInputError(f"page must be 0 or more, not {page!r}.")
         answer = self._call(
             "subscription_history",
             "GET",
@@ -660,13 +674,31 @@ class TiledeskClient:
         )
         return [DeliveryLog.from_json(item) for item in _array(answer)]
 
+    def wait_for_subscription_history(
+        self, at_least: int = 1, *, timeout: float = 5.0, project_id: str | None = None
+    ) -> list[DeliveryLog]:
+        """The recorded webhook deliveries (newest first) once ``at_least`` of them are there.
+
+        A server records a delivery just after sending it, so the last ones may be missing for a
+        moment: this asks :meth:`subscription_history` again (every 0.1 s) until ``at_least``
+        entries are there or ``timeout`` seconds pass, then returns what there is. A server that
+        does not record deliveries (a self-hosted Tiledesk without
+        ``SUBSCRIPTION_LOG_ENABLED=true``) gives an empty list after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        history = self.subscription_history(project_id=project_id)
+        while len(history) < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+            history = self.subscription_history(project_id=project_id)
+        return history
+
     # --- the one place calls go through ----------------------------------------------------
 
     def _call(
         self,
         operation: str,
         method: str,
-        segments: tuple[str, ...],
+        path: tuple[str, ...],
         json_body: Any = None,
         *,
         params: Mapping[str, Any] | None = None,
@@ -674,15 +706,24 @@ class TiledeskClient:
         project_id: str | None = None,
         required_role: str | None = None,
         secrets: tuple[str, ...] = (),
-    ) -> ApiResponse:
-        url = self._transport.url_for(*segments, params=params)
+    ) -> Answer:
+        """Make one API call: build the request, show it as curl, send it, read the answer.
+
+        Any failure (no answer, an error status, a body that is not the API's JSON) is raised as
+        the :class:`~tiledesk_tutorial.errors.TiledeskError` that says what went wrong, with the
+        call's curl in it.
+        """
         credentials = self._auth if auth else None
-        prepared = self._transport.prepare(method, url, json_body=json_body, auth=credentials)
-        curl = curl_for_prepared(prepared)
-        self.last_curl = curl
+        url = self._url(path, params)
+        request = requests.Request(method, url, json=json_body, auth=credentials)
+        if json_body is None and method in ("POST", "PUT", "PATCH"):
+            request.headers["Content-Type"] = "application/json"
+        prepared = self._session.prepare_request(request)
+        self.last_curl = curl = curl_for_prepared(prepared)
         log.debug("%s as curl:\n%s", operation, curl)
         if self.show_curl:
             print(curl)  # an opt-in teaching aid: the notebook shows the call next to the code
+        # What an error needs to say what probably went wrong (and which secrets to hide).
         context = CallContext(
             operation=operation,
             base_url=self.base_url,
@@ -690,14 +731,24 @@ class TiledeskClient:
             caller_kind=credentials.subject if isinstance(credentials, JWTAuth) else None,
             project_id=project_id,
             required_role=required_role,
-            retry_safe=method.upper() in ("GET", "HEAD", "DELETE", "OPTIONS"),
+            retry_safe=method in RETRY_METHODS,
             secrets=(*self._secrets(), *secrets),
+            curl=curl,
         )
         try:
-            return self._transport.send(prepared, context=context)
-        except TiledeskError as exc:
-            exc.curl = curl
-            raise
+            response = self._session.send(prepared, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:  # no answer: refused, unresolvable, timed out
+            raise error_for_transport_failure(
+                exc, method=method, url=prepared.url or "", context=context
+            ) from None
+        data = check_answer(response, context=context)  # an error status raises its TiledeskError
+        return Answer(response.status_code, response.headers, data, prepared.url or "")
+
+    def _url(self, path: tuple[str, ...], params: Mapping[str, Any] | None = None) -> str:
+        """The full URL of a path given as segments (each percent-encoded) and a query."""
+        url = self.base_url + "/" + "/".join(quote(str(s), safe="") for s in path)
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return url + "?" + urlencode(query, safe=",") if query else url
 
     def _adopt(self, result: AuthResult) -> None:
         if not result.token:
@@ -712,7 +763,7 @@ class TiledeskClient:
         email = email if email is not None else self._email
         password = password if password is not None else self._password
         if not email or not password:
-            raise ValueError(
+            raise InvalidInputError(
                 "an email and a password are needed: pass them, or set TILEDESK_EMAIL and "
                 "TILEDESK_PASSWORD (in the environment or a .env file) and use from_config()."
             )
@@ -722,7 +773,7 @@ class TiledeskClient:
     def _pid(self, project_id: str | None) -> str:
         pid = project_id if project_id is not None else self._project_id
         if pid is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "no project id: pass project_id=..., or set client.project_id (from "
                 "TILEDESK_PROJECT_ID, or `project.id` after create_project())."
             )
@@ -742,7 +793,7 @@ class TiledeskClient:
 
 def _check_project_id(value: Any) -> str:
     if not isinstance(value, str) or not is_object_id(value.strip()):
-        raise ValueError(
+        raise InvalidInputError(
             f"{value!r} is not a Tiledesk project id: a project id is 24 hexadecimal characters, "
             "such as '6b0690cb0ed30d16ca8ddc1a' (use `project.id`, or the id under Project "
             "Settings in the dashboard)."
@@ -752,9 +803,11 @@ def _check_project_id(value: Any) -> str:
 
 def _check_request_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("the request id is empty: make one with new_request_id(project_id).")
+        raise InvalidInputError(
+            "the request id is empty: make one with new_request_id(project_id)."
+        )
     if "/" in value or any(c.isspace() for c in value):
-        raise ValueError(
+        raise InvalidInputError(
             f"the request id {value!r} has a '/' or a space; make one with new_request_id()."
         )
     return value
@@ -762,26 +815,26 @@ def _check_request_id(value: Any) -> str:
 
 def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip() or "/" in value:
-        raise ValueError(f"{value!r} is not a valid {what}.")
+        raise InvalidInputError(f"{value!r} is not a valid {what}.")
     return value.strip()
 
 
 def _check_nonempty(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"the {what} is empty.")
+        raise InvalidInputError(f"the {what} is empty.")
     return value
 
 
 def _check_email(value: Any) -> str:
     if not isinstance(value, str) or "@" not in value or not value.strip():
-        raise ValueError(f"{value!r} is not an email address.")
+        raise InvalidInputError(f"{value!r} is not an email address.")
     return value
 
 
 def _check_target(value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
+        raise InvalidInputError(
             f"the webhook target {value!r} is not an http:// or https:// URL. Tiledesk POSTs "
             "each event there, so it must be reachable from the Tiledesk server (a public URL, "
             "e.g. from ngrok, for a real Tiledesk)."
@@ -791,7 +844,7 @@ def _check_target(value: Any) -> str:
 
 def _check_event(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-        raise ValueError(
+        raise InvalidInputError(
             f"{value!r} is not an event name; use e.g. 'message.create', 'request.create', "
             "'request.update' or 'request.close'."
         )
@@ -815,25 +868,27 @@ def _status_param(status: int | str | Iterable[int | str] | None) -> str | None:
             code = int(text) if text.isdigit() else _STATUS_BY_NAME.get(text)
         if code is None:
             names = ", ".join(f"{n} ({c})" for c, n in REQUEST_STATUS.items())
-            raise ValueError(f"{item!r} is not a request status; use 'all' or one of {names}.")
+            raise InvalidInputError(
+                f"{item!r} is not a request status; use 'all' or one of {names}."
+            )
         codes.append(str(code))
     if not codes:
-        raise ValueError("status is an empty list: pass None for the default, or 'all'.")
+        raise InvalidInputError("status is an empty list: pass None for the default, or 'all'.")
     return ",".join(codes)
 
 
 def _page_params(page: int, limit: int, status: Any, filters: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-        raise ValueError(f"page must be 0 or more (0 is the first page), not {page!r}.")
+        raise InvalidInputError(f"page must be 0 or more (0 is the first page), not {page!r}.")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-        raise ValueError(
+        raise InvalidInputError(
             f"limit must be between 1 and {_MAX_LIMIT}, not {limit!r} (Tiledesk would silently "
             "use 40 instead)."
         )
     params: dict[str, Any] = {"page": page, "limit": limit, "status": _status_param(status)}
     for key, value in filters.items():
         if key in params:
-            raise ValueError(f"{key!r} is given twice.")
+            raise InvalidInputError(f"{key!r} is given twice.")
         params[key] = str(value).lower() if isinstance(value, bool) else value
     return params
 
@@ -844,21 +899,31 @@ def _scheme(auth: JWTAuth | BasicAuth | None) -> str:
     return "basic" if isinstance(auth, BasicAuth) else "none"
 
 
-def _object(answer: ApiResponse) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Answer:
+    """A successful answer: its status, headers and parsed JSON (``None`` for an empty body)."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+    url: str
+
+
+def _object(answer: Answer) -> dict[str, Any]:
     """The answer's JSON object; anything else means the server is not the API we expect."""
     if isinstance(answer.data, dict):
         return answer.data
     raise _shape_error(answer, "a JSON object")
 
 
-def _array(answer: ApiResponse) -> list[Any]:
+def _array(answer: Answer) -> list[Any]:
     """The answer's JSON array; anything else means the server is not the API we expect."""
     if isinstance(answer.data, list):
         return answer.data
     raise _shape_error(answer, "a JSON array")
 
 
-def _shape_error(answer: ApiResponse, expected: str) -> UnexpectedResponseError:
+def _shape_error(answer: Answer, expected: str) -> UnexpectedResponseError:
     got = type(answer.data).__name__ if answer.data is not None else "an empty body"
     return UnexpectedResponseError(
         f"the server answered {answer.status} with {got} where {expected} was expected.",

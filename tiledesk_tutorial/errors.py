@@ -1,21 +1,31 @@
-"""The exceptions the Tiledesk client raises: what the server answered, and what to do next.
+"""Every error the package raises, and how a failed call becomes one: what went wrong, and what
+to do next.
 
+:class:`TiledeskTutorialError` is the one root, with ``hint`` and the short notebook rendering.
 Every failed call becomes one :class:`TiledeskError` subclass, chosen from the HTTP status and the
-body (Tiledesk has no single error envelope, contract §6). The message names the call, quotes the
-server, and, where a learner mistake is likely, adds a ``Hint:`` line. Secrets never appear in it:
-the builders below scrub the caller's token and password and redact anything that looks like a JWT.
+body (Tiledesk has no single error envelope: docs/wire-format.md, "Error answers"): see
+:func:`check_answer`. The message names the call, quotes the server, and, where a learner mistake
+is likely, adds a ``Hint:`` line. Secrets never appear in it: the builders below scrub the caller's
+token and password and redact anything that looks like a JWT.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.client import RemoteDisconnected
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import requests
+import urllib3
 
 from tiledesk_tutorial.redact import redact_jwts
 from tiledesk_tutorial.wire import bare_token, retry_after_seconds
@@ -37,6 +47,7 @@ __all__ = [
     "TiledeskTutorialError",
     "UnexpectedResponseError",
     "ValidationError",
+    "check_answer",
     "error_for_response",
     "error_for_transport_failure",
 ]
@@ -129,7 +140,7 @@ class TiledeskError(TiledeskTutorialError):
         server_message: the server's own words, read from ``msg``/``message``/``error``/``err``/
             ``errors``, or ``None``.
         hint: what to do next, or ``None`` when there is nothing useful to add.
-        curl: the same call as a curl command with secrets redacted (set by the client).
+        curl: the same call as a curl command with secrets redacted.
     """
 
     def __init__(
@@ -144,6 +155,7 @@ class TiledeskError(TiledeskTutorialError):
         server_message: str | None = None,
         hint: str | None = None,
         secrets: Iterable[str] = (),
+        curl: str | None = None,
     ) -> None:
         self.method = method
         self.url = url
@@ -154,7 +166,7 @@ class TiledeskError(TiledeskTutorialError):
         self.server_message = (
             _scrub(server_message, secrets) if server_message is not None else None
         )
-        self.curl: str | None = None
+        self.curl = curl
         super().__init__(summary, hint=hint, secrets=secrets)
 
     def __str__(self) -> str:
@@ -223,6 +235,7 @@ class CallContext:
         required_role: the lowest role the route accepts (``"agent"``, ``"admin"``), if known.
         retry_safe: whether repeating the call is harmless (GET, DELETE).
         secrets: values that must never appear in a message (the token, the password).
+        curl: the call as a curl command (secrets redacted), kept in the error.
     """
 
     operation: str = ""
@@ -233,6 +246,42 @@ class CallContext:
     required_role: str | None = None
     retry_safe: bool = True
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    curl: str | None = field(default=None, repr=False)
+
+
+def check_answer(response: requests.Response, *, context: CallContext) -> Any:
+    """The JSON of a successful answer (``None`` for an empty body), or raise what went wrong.
+
+    A success is a status below 300 whose body is JSON (or empty) and does not say
+    ``"success": false``. Anything else raises the :class:`TiledeskError` subclass that fits
+    (:func:`error_for_response`), or :class:`UnexpectedResponseError` for a 2xx that is no JSON
+    (a web page at the wrong base URL).
+    """
+    method, url = response.request.method or "GET", response.request.url or ""
+    status, reason, text = response.status_code, _reason(response), response.text
+    data = _parse_json(text)
+    failed = status >= 300 or (isinstance(data, dict) and data.get("success") is False)
+    if failed:
+        raise error_for_response(
+            method=method,
+            url=url,
+            status=status,
+            reason=reason,
+            headers=response.headers,
+            body_text=text,
+            context=context,
+        )
+    if data is _NOT_JSON and text.strip():
+        raise unexpected_body_error(
+            method=method,
+            url=url,
+            status=status,
+            reason=reason,
+            content_type=response.headers.get("Content-Type", ""),
+            body_text=text,
+            context=context,
+        )
+    return None if data is _NOT_JSON else data
 
 
 def error_for_response(
@@ -264,6 +313,7 @@ def error_for_response(
         "body": body,
         "server_message": server_message,
         "secrets": context.secrets,
+        "curl": context.curl,
     }
     msg = (server_message or "").strip()
     low = msg.lower()
@@ -351,20 +401,32 @@ def unexpected_body_error(
         body=body_text,
         hint=hint,
         secrets=context.secrets,
+        curl=context.curl,
     )
 
 
 def error_for_transport_failure(
     exc: BaseException, *, method: str, url: str, context: CallContext
 ) -> TiledeskConnectionError:
-    """Turn a ``requests``/``urllib3`` transport failure into a :class:`TiledeskConnectionError`."""
+    """Turn a ``requests``/``urllib3`` transport failure into a :class:`TiledeskConnectionError`.
+
+    The kind of failure is read from the exception classes in ``exc``'s chain (requests wraps
+    urllib3, which wraps the socket's own error), never from their messages.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     where = f"{host}:{parts.port}" if parts.port else host
     chain = _exception_chain(exc)
-    names = {type(e).__name__ for e in chain}
-    text = " ".join(str(e) for e in chain)
-    kwargs: dict[str, Any] = {"method": method, "url": url, "secrets": context.secrets}
+
+    def caused_by(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
+    kwargs: dict[str, Any] = {
+        "method": method,
+        "url": url,
+        "secrets": context.secrets,
+        "curl": context.curl,
+    }
     maybe_sent = (
         ""
         if context.retry_safe
@@ -372,21 +434,21 @@ def error_for_transport_failure(
         "before sending it again, so as not to post it twice."
     )
 
-    if "ReadTimeout" in names or "ReadTimeoutError" in names:
+    if caused_by(requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
         hint = "the server is slow or stuck: try again, or give the client a larger timeout=."
         return TiledeskTimeoutError(
             "no answer within the client's timeout (read timeout).",
             hint=hint + maybe_sent,
             **kwargs,
         )
-    if "NameResolutionError" in names or "Name or service not known" in text:
+    if caused_by(urllib3.exceptions.NameResolutionError, socket.gaierror):
         return TiledeskConnectionError(
             f"the host name {host!r} could not be resolved.",
             hint="check the spelling of the base URL (TILEDESK_API_URL) and your network; "
             "on a workshop network, a proxy or captive portal may need a login first.",
             **kwargs,
         )
-    if "refused" in text.lower():
+    if caused_by(ConnectionRefusedError):
         if host in _LOOPBACK_HOSTS or host.startswith("127."):
             hint = (
                 f"nothing is listening on {where}. If you use the embedded sandbox, it is not "
@@ -398,20 +460,20 @@ def error_for_transport_failure(
         return TiledeskConnectionError(
             f"could not connect to {where} (connection refused).", hint=hint, **kwargs
         )
-    if "ConnectTimeout" in names or "ConnectTimeoutError" in names:
+    if caused_by(requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
         return TiledeskTimeoutError(
             f"could not connect to {where} within the client's timeout.",
             hint="the host did not answer: check the URL, your network, or a firewall/proxy.",
             **kwargs,
         )
-    if "SSLError" in names:
+    if caused_by(requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError):
         return TiledeskConnectionError(
             f"the TLS (https) handshake with {where} failed.",
             hint="use http:// for a local server, or check the certificate of your server "
             "(a corporate proxy may intercept https).",
             **kwargs,
         )
-    if {"ProtocolError", "RemoteDisconnected", "ConnectionResetError"} & names:
+    if caused_by(urllib3.exceptions.ProtocolError, ConnectionResetError, RemoteDisconnected):
         return TiledeskConnectionError(
             f"the connection to {where} was closed before an answer came.",
             hint=("try again." if context.retry_safe else maybe_sent.strip()),
@@ -594,6 +656,14 @@ def _quote_server(
         what = "JSON" if is_json else ("an HTML page" if html else "text")
         return f"{head} with {what}: {_snippet(body_text)!r}"
     return f"{head} with an empty body"
+
+
+def _reason(response: requests.Response) -> str:
+    """The standard reason phrase ("Forbidden"), whatever case the server wrote it in."""
+    try:
+        return HTTPStatus(response.status_code).phrase
+    except ValueError:
+        return response.reason or ""
 
 
 def _looks_like_html(text: str, content_type: str) -> bool:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from tiledesk_tutorial.errors import InvalidInputError
 from tiledesk_tutorial.models import Event
 
 __all__ = [
@@ -111,7 +112,9 @@ class EventHub:
         self, max_events: int = 1000, *, name: str = "tiledesk-events", label: str = "event"
     ) -> None:
         if not isinstance(max_events, int) or max_events < 1:
-            raise ValueError(f"max_events must be a whole number of 1 or more, not {max_events!r}")
+            raise InvalidInputError(
+                f"max_events must be a whole number of 1 or more, not {max_events!r}"
+            )
         self.max_events = max_events
         self.name = name
         self.label = label

@@ -24,6 +24,7 @@ from pyngrok import conf, ngrok, process
 from pyngrok.exception import PyngrokError, PyngrokNgrokError, PyngrokNgrokInstallError
 
 from tiledesk_tutorial.config import get_default
+from tiledesk_tutorial.errors import TiledeskTutorialError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.redact import redact, redact_jwts
 
@@ -40,18 +41,17 @@ _DEBUG_HINT = (
 )
 
 
-class TunnelError(RuntimeError):
-    """ngrok could not open the tunnel. ``code`` names the failure, ``next_step`` what to do.
+class TunnelError(TiledeskTutorialError):
+    """ngrok could not open the tunnel. ``code`` names the failure, ``hint`` what to do next.
 
     Codes: ``no-authtoken``, ``download-failed``, ``not-runnable``, ``offline``, ``ERR_NGROK_108``
     (one session per free account), ``ERR_NGROK_4018`` (authtoken needed), ``ERR_NGROK_105`` /
     ``ERR_NGROK_107`` (authtoken rejected), another ``ERR_NGROK_<n>``, or ``ngrok-error``.
     """
 
-    def __init__(self, message: str, *, code: str, next_step: str) -> None:
-        super().__init__(f"{message} Next step: {next_step}")
+    def __init__(self, message: str, *, code: str, hint: str) -> None:
         self.code = code
-        self.next_step = next_step
+        super().__init__(message, hint=hint)
 
 
 @dataclass
@@ -126,7 +126,7 @@ def open_tunnel(
                 "ngrok needs an authtoken and none was found (argument, NGROK_AUTHTOKEN in the "
                 "environment or .env, or ngrok's config file).",
                 code="no-authtoken",
-                next_step=(
+                hint=(
                     f"sign up at {SIGNUP_URL} (free), copy your authtoken from {AUTHTOKEN_URL} "
                     "and put NGROK_AUTHTOKEN=<your token> in the .env file next to the notebook "
                     "(or pass authtoken=...). If you have a public URL for this listener already, "
@@ -315,8 +315,8 @@ def _explain(exc: BaseException, config: conf.PyngrokConfig, port: int) -> Tunne
     )
 
 
-def _error(message: str, code: str, next_step: str, token: str | None) -> TunnelError:
-    return TunnelError(_scrub(message, token), code=code, next_step=_scrub(next_step, token))
+def _error(message: str, code: str, hint: str, token: str | None) -> TunnelError:
+    return TunnelError(_scrub(message, token), code=code, hint=_scrub(hint, token))
 
 
 def _detail(exc: BaseException, token: str | None) -> str:

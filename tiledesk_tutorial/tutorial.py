@@ -6,65 +6,37 @@
 
 **Which server.** With ``TILEDESK_API_URL`` set (environment, ``.env`` or Colab secrets) the
 tutorial runs in *live* mode against that Tiledesk. Otherwise it runs on the embedded sandbox,
-found in this order: ``TILEDESK_SANDBOX_URL`` (set by ``make lab`` and the tests) when it answers;
-a sandbox already answering on ``http://127.0.0.1:3000`` (another notebook's, or ``make sandbox``);
-the one this kernel started earlier; else a new one started in this kernel on port 3000, with its
-data in ``<home>/sandbox`` so that accounts and projects outlive the kernel.
+found or started as :mod:`tiledesk_tutorial.sandbox_discovery` describes.
 
-**What carries over between notebooks.** Each notebook is its own kernel, so the tutorial keeps a
-small JSON file, ``<home>/state.json`` (``<home>`` is ``TILEDESK_TUTORIAL_HOME`` or
-``~/.tiledesk-tutorial``), keyed by the API's base URL: the account's email and the project id,
-and, for a sandbox only, the generated password of the throw-away local account. A real Tiledesk
-password is never written anywhere: in live mode it comes from the environment, ``.env``, Colab's
-secrets or a ``getpass`` prompt, every time. A notebook opened out of order creates what is
-missing (an account, a project) with a one-line note, so every notebook also runs on its own.
+**What carries over between notebooks.** The account and the project, in the small state file of
+:mod:`tiledesk_tutorial.state`. A real Tiledesk password is never written anywhere: in live mode it
+comes from the environment, ``.env``, Colab's secrets or a ``getpass`` prompt, every time. A
+notebook opened out of order creates what is missing (an account, a project) with a one-line note,
+so every notebook also runs on its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
-import json
 import logging
 import os
-import secrets
-import tempfile
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import requests
-
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
-from tiledesk_tutorial.errors import AuthenticationError, TiledeskError
-from tiledesk_tutorial.models import DeliveryLog, Project
+from tiledesk_tutorial.errors import AuthenticationError, TiledeskError, TiledeskTutorialError
+from tiledesk_tutorial.models import Project
+from tiledesk_tutorial.sandbox_discovery import DEFAULT_SANDBOX_PORT, find_sandbox
+from tiledesk_tutorial.state import Account, TutorialState, new_local_account
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.sandbox import SandboxHandle
 
-__all__ = [
-    "DEFAULT_SANDBOX_PORT",
-    "Account",
-    "Tutorial",
-    "TutorialError",
-    "TutorialState",
-    "delivery_history",
-    "probe_sandbox",
-    "start",
-]
+__all__ = ["Tutorial", "TutorialError", "start"]
 
 log = logging.getLogger("tiledesk_tutorial.tutorial")
-
-#: The port a sandbox started by a notebook listens on, so other notebooks find it.
-DEFAULT_SANDBOX_PORT = 3000
-#: What every Tiledesk server answers on ``GET /``; the sandbox adds :data:`SANDBOX_MARK`.
-HEALTH_PREFIX = "Hello from Tiledesk server"
-SANDBOX_MARK = "tiledesk-tutorial sandbox"
 
 AGENT_FIRSTNAME = "Ada"
 AGENT_LASTNAME = "Lovelace"
@@ -72,131 +44,12 @@ DEFAULT_PROJECT_NAME = "Tiledesk tutorial"
 
 Mode = Literal["sandbox", "live"]
 
-# The sandbox this kernel started (re-running the first cell reuses it), and the live-mode
-# credentials asked for once per kernel (never written to disk).
-_kernel_sandbox: SandboxHandle | None = None
+# The live-mode credentials asked for once per kernel (never written to disk).
 _asked: dict[str, str] = {}
-_lock = threading.RLock()
 
 
-class TutorialError(RuntimeError):
-    """The tutorial cannot go on; the message says what is wrong and what to do."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback: the reason is the whole story.
-        return [f"{type(self).__name__}: {self}"]
-
-
-def probe_sandbox(url: str, *, timeout: float = 1.0, require_mark: bool = True) -> bool:
-    """Whether ``url`` answers ``GET /`` like the tutorial's sandbox.
-
-    With ``require_mark=False`` any Tiledesk server's greeting is enough (the real server says
-    "Hello from Tiledesk server" too); by default the sandbox's own mark is required, so that a
-    real Tiledesk on port 3000 is not mistaken for a throw-away sandbox.
-    """
-    try:
-        answer = requests.get(url.rstrip("/") + "/", timeout=timeout)
-    except requests.RequestException:
-        return False
-    text = answer.text if answer.ok else ""
-    return text.startswith(HEALTH_PREFIX) and (not require_mark or SANDBOX_MARK in text)
-
-
-# -- the account ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Account:
-    """The tutorial's Tiledesk account: ``email`` and ``password`` (never shown).
-
-    ``local`` is True for the throw-away account the tutorial makes on a sandbox.
-    """
-
-    email: str
-    password: str = field(repr=False)
-    local: bool = False
-
-    def __repr__(self) -> str:
-        kind = "throw-away sandbox account" if self.local else "your account"
-        return f"Account(email={self.email!r}, password=<hidden>, {kind})"
-
-
-def _new_local_account() -> Account:
-    return Account(
-        email=f"learner-{secrets.token_hex(3)}@example.com",
-        password=secrets.token_urlsafe(12),
-        local=True,
-    )
-
-
-# -- the state file ------------------------------------------------------------------------------
-class TutorialState:
-    """The small JSON file that carries the tutorial from one notebook (kernel) to the next.
-
-    Entries are keyed by the API's base URL. A sandbox entry may hold the throw-away account's
-    password; a live entry never does (:meth:`update` refuses it). ``path=None`` keeps the state in
-    memory only (the walkthrough's private sandbox).
-    """
-
-    VERSION = 1
-
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._memory: dict[str, dict[str, Any]] = {}
-
-    def get(self, api_url: str) -> dict[str, Any]:
-        """What is known about the server at ``api_url`` (an empty dict when nothing is)."""
-        return dict(self._read().get(_key(api_url), {}))
-
-    def update(self, api_url: str, *, live: bool, **values: Any) -> dict[str, Any]:
-        """Merge ``values`` into the entry for ``api_url`` and save; ``None`` removes a key."""
-        if live and values.get("password"):
-            raise ValueError("a real Tiledesk password is never stored in the tutorial's state")
-        servers = self._read()
-        entry = dict(servers.get(_key(api_url), {}))
-        entry.update(values)
-        entry = {k: v for k, v in entry.items() if v is not None}
-        if live:
-            entry.pop("password", None)
-        entry["mode"] = "live" if live else "sandbox"
-        entry["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        servers[_key(api_url)] = entry
-        self._write(servers)
-        return dict(entry)
-
-    def _read(self) -> dict[str, dict[str, Any]]:
-        if self.path is None:
-            return {k: dict(v) for k, v in self._memory.items()}
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring the unreadable tutorial state %s: %s", self.path, exc)
-            return {}
-        servers = data.get("servers") if isinstance(data, dict) else None
-        if not isinstance(servers, dict):
-            return {}
-        return {k: v for k, v in servers.items() if isinstance(v, dict)}
-
-    def _write(self, servers: dict[str, dict[str, Any]]) -> None:
-        if self.path is None:
-            self._memory = servers
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"version": self.VERSION, "servers": servers}, indent=2, sort_keys=True)
-        # Write a private temporary file and rename it: readers never see half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-def _key(api_url: str) -> str:
-    return api_url.rstrip("/")
+class TutorialError(TiledeskTutorialError):
+    """The tutorial cannot go on; the message says what is wrong, the hint what to do."""
 
 
 # -- the tutorial --------------------------------------------------------------------------------
@@ -379,7 +232,7 @@ class Tutorial:
         entry = self.state.get(self.api_url)
         if entry.get("email") and entry.get("password"):
             return Account(email=entry["email"], password=entry["password"], local=True)
-        account = _new_local_account()
+        account = new_local_account()
         self.state.update(
             self.api_url,
             live=False,
@@ -399,9 +252,10 @@ class Tutorial:
             password = self._ask(f"Password for {email} (not shown, not stored): ", True)
         if not email or "@" not in email or not password:
             raise TutorialError(
-                f"live mode ({self.api_url}) needs your Tiledesk account: set TILEDESK_EMAIL and "
-                "TILEDESK_PASSWORD in a .env file next to the notebooks (or in Colab's secrets), "
-                "or type them when asked. To use the sandbox instead, unset TILEDESK_API_URL."
+                f"live mode ({self.api_url}) needs your Tiledesk account.",
+                hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD in a .env file next to the "
+                "notebooks (or in Colab's secrets), or type them when asked. To use the sandbox "
+                "instead, unset TILEDESK_API_URL.",
             )
         _asked[f"{self.api_url} email"] = email
         _asked[f"{self.api_url} password"] = password
@@ -416,8 +270,9 @@ class Tutorial:
             if self.is_live:
                 _asked.pop(f"{self.api_url} password", None)
                 raise TutorialError(
-                    f"{self.api_url} refused to sign in {account.email}: check TILEDESK_EMAIL and "
-                    "TILEDESK_PASSWORD (or sign up first: notebook 01 does it)."
+                    f"{self.api_url} refused to sign in {account.email}.",
+                    hint="check TILEDESK_EMAIL and TILEDESK_PASSWORD (or sign up first: notebook "
+                    "01 does it).",
                 ) from None
         # A sandbox that does not know the account: its data folder is new, or another sandbox
         # answers on this port. Sign the same throw-away account up again.
@@ -459,11 +314,13 @@ def _ask(prompt: str, secret: bool) -> str:
     try:
         return getpass.getpass(prompt) if secret else input(prompt)
     except (EOFError, KeyboardInterrupt):
-        raise TutorialError("no answer was given.") from None
+        raise TutorialError(
+            "no answer was given.", hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD instead."
+        ) from None
     except Exception as exc:  # StdinNotImplementedError in a kernel that cannot prompt
         raise TutorialError(
-            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}): set "
-            "TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file."
+            f"cannot ask for the Tiledesk credentials here ({type(exc).__name__}).",
+            hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD in the environment or a .env file.",
         ) from None
 
 
@@ -494,7 +351,7 @@ def start(
         tutorial = Tutorial.live(config, home=folder, say=say)
         say(f"Live mode: your Tiledesk at {config.api_url}.")
         return tutorial
-    url, handle, where = _find_sandbox(config.sandbox_url, folder, sandbox_port, say)
+    url, handle, where = find_sandbox(config.sandbox_url, folder, sandbox_port, say)
     say(f"Sandbox mode: the embedded Tiledesk at {url} ({where}).")
     return Tutorial(
         mode="sandbox",
@@ -506,66 +363,3 @@ def start(
         where=where,
         say=say,
     )
-
-
-def delivery_history(
-    client: TiledeskClient, *, at_least: int = 1, timeout: float = 5.0
-) -> list[DeliveryLog]:
-    """The project's recorded webhook deliveries, newest first, once ``at_least`` are there.
-
-    A server records a delivery just after sending it, so the last ones may be missing for a
-    moment: this asks again (every 0.1 s) until ``at_least`` entries are there or ``timeout``
-    seconds pass, then returns what there is. A server that does not record deliveries (a
-    self-hosted Tiledesk without ``SUBSCRIPTION_LOG_ENABLED=true``) gives an empty list after
-    ``timeout``.
-    """
-    deadline = time.monotonic() + timeout
-    history = client.subscription_history()
-    while len(history) < at_least and time.monotonic() < deadline:
-        time.sleep(0.1)
-        history = client.subscription_history()
-    return history
-
-
-def _find_sandbox(
-    explicit: str | None, home: Path, port: int, say: Callable[[str], None]
-) -> tuple[str, SandboxHandle | None, str]:
-    global _kernel_sandbox
-    from tiledesk_tutorial.sandbox import SandboxError, start_sandbox
-
-    if explicit:
-        if probe_sandbox(explicit, timeout=2.0, require_mark=False):
-            return explicit, None, "from TILEDESK_SANDBOX_URL"
-        say(f"Note: TILEDESK_SANDBOX_URL={explicit} does not answer; looking for another sandbox.")
-    with _lock:
-        if _kernel_sandbox is not None and _kernel_sandbox.running:
-            return _kernel_sandbox.url, _kernel_sandbox, "started by this kernel"
-        shared = f"http://127.0.0.1:{port}"
-        if probe_sandbox(shared):
-            return shared, None, "already running, shared by the notebooks"
-        data_dir = home / "sandbox"
-        try:
-            _kernel_sandbox = start_sandbox(port=port, data_dir=data_dir)
-            where = "started by this kernel; other notebooks share it while this kernel runs"
-            return _kernel_sandbox.url, _kernel_sandbox, where
-        except SandboxError:
-            if probe_sandbox(shared):  # another notebook started one just now
-                return shared, None, "already running, shared by the notebooks"
-        # Port 3000 belongs to another program (perhaps a real Tiledesk: use it with
-        # TILEDESK_API_URL). A private sandbox on a free port keeps this notebook going.
-        _kernel_sandbox = start_sandbox(port=0)
-        say(
-            f"Note: port {port} is used by another program, so this notebook has its own sandbox "
-            "on a free port; its data goes away with the kernel. (If that program is a Tiledesk "
-            f"server, set TILEDESK_API_URL=http://127.0.0.1:{port} to use it.)"
-        )
-        return _kernel_sandbox.url, _kernel_sandbox, "private to this kernel"
-
-
-def stop_kernel_sandbox() -> None:
-    """Stop the sandbox this kernel started, if any (other notebooks then lose it too)."""
-    global _kernel_sandbox
-    with _lock:
-        handle, _kernel_sandbox = _kernel_sandbox, None
-    if handle is not None:
-        handle.stop()

@@ -25,19 +25,18 @@ import requests
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import get_default
-from tiledesk_tutorial.errors import EmailAlreadyRegisteredError
+from tiledesk_tutorial.errors import EmailAlreadyRegisteredError, TiledeskTutorialError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.realtime import RealtimeFeed
 from tiledesk_tutorial.redact import redact
+from tiledesk_tutorial.state import TutorialState
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
     AGENT_FIRSTNAME,
     AGENT_LASTNAME,
     Tutorial,
     TutorialError,
-    TutorialState,
-    delivery_history,
 )
 from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
@@ -52,12 +51,12 @@ _WIDTH = 47
 _FORGED_SECRET = "not-the-subscription-secret-0123456789abcdef"  # noqa: S105
 
 
-class WalkthroughFailed(RuntimeError):
+class WalkthroughFailed(TiledeskTutorialError):
     """A step failed; ``step`` names it and the message says why."""
 
     def __init__(self, step: str, reason: str) -> None:
-        super().__init__(reason)
         self.step = step
+        super().__init__(reason)
 
 
 @dataclass
@@ -206,7 +205,7 @@ def _forged(run: _Run) -> str:
 def _history(run: _Run) -> str:
     assert run.agent is not None and run.listener is not None
     # Servers record a delivery just after sending it: give the last ones a moment to appear.
-    logs = delivery_history(run.agent, at_least=run.listener.stats["kept"], timeout=3.0)
+    logs = run.agent.wait_for_subscription_history(run.listener.stats["kept"], timeout=3.0)
     if not logs:
         return "empty: this server does not log deliveries (SUBSCRIPTION_LOG_ENABLED is off)"
     ok = sum(1 for entry in logs if entry.ok)
@@ -337,8 +336,9 @@ def _tutorial(say: Callable[[str], None], interactive: bool | None) -> Iterator[
 
 def _cannot_ask(prompt: str, secret: bool) -> str:
     raise TutorialError(
-        "live mode needs your Tiledesk account: set TILEDESK_EMAIL and TILEDESK_PASSWORD "
-        "(environment or .env), or run the walkthrough in a terminal to be asked."
+        "live mode needs your Tiledesk account.",
+        hint="set TILEDESK_EMAIL and TILEDESK_PASSWORD (environment or .env), or run the "
+        "walkthrough in a terminal to be asked.",
     )
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import jwt
 
-from tiledesk_tutorial.errors import TiledeskTutorialError
+from tiledesk_tutorial.errors import InvalidInputError, TiledeskTutorialError
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.wire import (
     SECRET_HEADER,
@@ -266,7 +266,9 @@ def sign_delivery(hook: Mapping[str, Any], secret: str, *, issued_at: int | None
     """
     subscription_id = hook.get("_id")
     if not isinstance(subscription_id, str) or not subscription_id:
-        raise ValueError("hook needs an '_id' (the subscription id): it is the token's audience")
+        raise InvalidInputError(
+            "hook needs an '_id' (the subscription id): it is the token's audience"
+        )
     claims = {
         **hook,
         "iat": int(time.time()) if issued_at is None else issued_at,

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tiledesk_tutorial.errors import InvalidInputError
 from tiledesk_tutorial.event_hub import EventHub
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.wire import STATUS_CLOSED
@@ -135,7 +136,7 @@ def render_conversations(
     With ``request_id`` only that conversation is shown.
     """
     if max_messages < 1:
-        raise ValueError("max_messages must be at least 1")
+        raise InvalidInputError("max_messages must be at least 1")
     window: deque[Event] = deque(maxlen=max_messages)
     closed: dict[str, bool] = {}
     leads: dict[str, str] = {}
@@ -232,7 +233,9 @@ class ConversationView:
         import ipywidgets as w
 
         if not isinstance(max_messages, int) or max_messages < 1:
-            raise ValueError(f"max_messages must be a whole number of 1 or more: {max_messages!r}")
+            raise InvalidInputError(
+                f"max_messages must be a whole number of 1 or more: {max_messages!r}"
+            )
         self.source = source
         self.client = client
         self.request_id = request_id
@@ -369,7 +372,7 @@ class ConversationView:
         status line, never raised (this runs from the Send button).
         """
         if self.client is None:
-            raise ValueError("this view has no client to reply with: pass client=agent")
+            raise InvalidInputError("this view has no client to reply with: pass client=agent")
         typed = self._text.value if text is None else text
         if not isinstance(typed, str) or not typed.strip():
             self._show_status("Type a message first.")

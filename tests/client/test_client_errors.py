@@ -15,14 +15,11 @@ from support.client import (
     MESSAGES_PATH,
     PROJECT_ID,
     REQUEST_ID,
-    agent,
     assert_no_secret,
-    replay,
-    visitor,
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
-from tiledesk_tutorial import http
+from tiledesk_tutorial import session
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.errors import (
     AuthenticationError,
@@ -37,8 +34,6 @@ from tiledesk_tutorial.errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-
-__all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
 OTHER_PROJECT = "5f0000000000000000000000"
 
@@ -357,7 +352,7 @@ def test_429_with_a_long_retry_after_fails_at_once(
     assert info.value.retry_after == 120.0
     checked(info.value, "429", "wait 120 s")
     assert len(replay.received) == 1
-    assert http.MAX_RETRY_AFTER < 120
+    assert session.MAX_RETRY_AFTER < 120
 
 
 def test_429_on_send_is_not_retried(replay: ReplayServer, agent: TiledeskClient) -> None:

@@ -19,18 +19,13 @@ from support.client import (
     REQUEST_ID,
     SUBSCRIPTION_SECRET,
     VISITOR_TOKEN,
-    agent,
     assert_no_secret,
-    replay,
-    visitor,
 )
 from support.replay_server import ReplayServer, Reply, load_transcript
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.models import Message, Request, RequestPage, Subscription
-
-__all__ = ["agent", "replay", "visitor"]  # fixtures used by name below
 
 SUB_ID = "6b0690cd0ed30d16ca8ddcd0"
 
@@ -102,7 +97,7 @@ def test_visitor_signs_in_anonymously_and_starts_a_conversation(
     assert visitor.token == VISITOR_TOKEN and agent.token == AGENT_TOKEN
     assert visitor.project_id == PROJECT_ID
     assert visitor.user is not None and visitor.user.full_name == "Visitor Vic"
-    assert visitor._transport is agent._transport  # one connection pool for both
+    assert visitor._session is agent._session  # one connection pool for both
 
     message = visitor.send_message(REQUEST_ID, "Hello, I need help with my order")
     sent = replay.requests_to("POST", MESSAGES_PATH)[0]

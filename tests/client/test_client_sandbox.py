@@ -1,14 +1,10 @@
-"""Every client operation, and the errors a learner meets, against the embedded sandbox over HTTP.
-
-Uses the ``sandbox`` fixture of tests/conftest.py when there is one; otherwise starts a sandbox
-of its own for each test.
-"""
+"""Every client operation, and the errors a learner meets, against the sandbox over HTTP."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from support.client import assert_no_secret
@@ -24,32 +20,19 @@ from tiledesk_tutorial.errors import (
     TiledeskError,
     ValidationError,
 )
+from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Message, Request
-from tiledesk_tutorial.sandbox import start_sandbox
+from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
 
 EMAIL = "ada@example.com"
 PASSWORD = "Passw0rd!-sandbox"
 UNKNOWN_PROJECT = "5f0000000000000000000000"
 
 
-@pytest.fixture
-def sandbox_handle(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The lead's ``sandbox`` fixture if it exists, else a sandbox started here."""
-    try:
-        handle = request.getfixturevalue("sandbox")
-    except pytest.FixtureLookupError:
-        handle = None
-    if handle is not None:
-        yield handle
-        return
-    with start_sandbox() as own:
-        yield own
-
-
 @pytest.fixture(params=["root", "v3"])
-def base_url(request: pytest.FixtureRequest, sandbox_handle: Any) -> str:
+def base_url(request: pytest.FixtureRequest, sandbox: SandboxHandle) -> str:
     """The sandbox at its root and under /v3, as the cloud is."""
-    return sandbox_handle.url + ("" if request.param == "root" else "/v3")
+    return sandbox.url + ("" if request.param == "root" else "/v3")
 
 
 @pytest.fixture
@@ -159,6 +142,21 @@ def test_subscriptions_and_the_secret_in_deliveries(agent: TiledeskClient) -> No
         assert agent.list_subscriptions() == []
 
 
+def test_subscription_history_can_wait_for_the_deliveries_to_be_recorded(
+    agent: TiledeskClient,
+) -> None:
+    with WebhookListener() as listener:
+        listener.add_secret(agent.create_subscription(listener.url).secret)
+        visitor = agent.as_visitor(firstname="John")
+        rid = new_request_id(agent.project_id)
+        visitor.send_message(rid, "one")
+        agent.send_message(rid, "two")
+        history = agent.wait_for_subscription_history(2)
+        assert [(h.event, h.status_code) for h in history] == [("message.create", 200)] * 2
+        # More than will ever come: it gives up after the timeout with what there is.
+        assert len(agent.wait_for_subscription_history(99, timeout=0.3)) == 2
+
+
 def wait_for_delivery(receiver: ReplayServer, text: str, within: float = 10.0) -> Received:
     """The delivery of the message ``text`` (deliveries are asynchronous, so wait for it)."""
     deadline = time.monotonic() + within
@@ -232,7 +230,7 @@ def test_permission_errors(base_url: str, agent: TiledeskClient) -> None:
 
 
 def test_not_found_and_wrong_base_urls(
-    base_url: str, agent: TiledeskClient, sandbox_handle: Any
+    base_url: str, agent: TiledeskClient, sandbox: SandboxHandle
 ) -> None:
     with pytest.raises(NotFoundError) as info:
         agent.list_requests(project_id=UNKNOWN_PROJECT)
@@ -240,7 +238,7 @@ def test_not_found_and_wrong_base_urls(
 
     # /v2 is not served: the sandbox reads "v2" as a project id, as a root-mounted Tiledesk does.
     with pytest.raises(ValidationError) as info:
-        TiledeskClient(sandbox_handle.url + "/v2").sign_in(EMAIL, PASSWORD)
+        TiledeskClient(sandbox.url + "/v2").sign_in(EMAIL, PASSWORD)
     check(info.value, "Invalid project id: v2", "remove '/v2'")
 
 
@@ -250,3 +248,13 @@ def test_sandbox_not_running() -> None:
     with pytest.raises(TiledeskConnectionError) as info:
         TiledeskClient(url, retries=0).sign_in(EMAIL, PASSWORD)
     check(info.value, "connection refused", "sandbox, it is not running", "start_sandbox()")
+
+
+def test_the_request_path_is_one_function_a_learner_can_read() -> None:
+    """Opening client.py to see how a call is made: the requests call, its curl and the error it
+    becomes are in one short function."""
+    source = inspect.getsource(TiledeskClient._call)
+    for step in ("requests.Request(", "curl_for_prepared(", ".send(", "check_answer("):
+        assert step in source, step
+    assert "error_for_transport_failure(" in source
+    assert len(source.splitlines()) <= 60

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from support.client import AGENT_TOKEN, PROJECT_ID, REQUEST_ID, agent, replay
+from support.client import AGENT_TOKEN, PROJECT_ID, REQUEST_ID
 from support.replay_server import ReplayServer
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.config import Config
-
-__all__ = ["agent", "replay"]  # fixtures used by name below
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.net import free_port
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import MaxRetryError, NameResolutionError, ProtocolError, SSLError
+from urllib3.exceptions import (
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    SSLError,
+)
 
 from tiledesk_tutorial.errors import (
     AuthenticationError,
@@ -145,12 +152,24 @@ def test_dropped_connection_on_a_post_warns_about_duplicates() -> None:
 
 
 def test_refused_on_a_remote_host_does_not_blame_the_sandbox() -> None:
-    exc = requests.ConnectionError("[Errno 111] Connection refused")
+    refused = ConnectionRefusedError(111, "Connection refused")
+    exc = _wrapped(NewConnectionError(HTTPConnection("tiledesk.example.com"), "Failed"))
+    exc.args[0].reason.__cause__ = refused  # how urllib3 raises it: `from` the socket's error
     error = error_for_transport_failure(
         exc, method="GET", url="https://tiledesk.example.com:8443/x", context=CallContext()
     )
     assert "tiledesk.example.com:8443 refused the connection" in str(error)
     assert "sandbox" not in str(error)
+
+
+def test_failures_are_classified_by_their_classes_not_their_words() -> None:
+    # A message that only *says* "refused" or "timed out" is no refusal or timeout.
+    for words in ("[Errno 111] Connection refused", "ReadTimeoutError: timed out"):
+        error = error_for_transport_failure(
+            requests.ConnectionError(words), method="GET", url="http://h/x", context=CallContext()
+        )
+        assert type(error) is TiledeskConnectionError
+        assert "failed before an answer came" in str(error)
 
 
 def _ipython(code: str) -> str:
@@ -173,23 +192,17 @@ client.sign_in("ada@example.com", "Passw0rd-in-cell")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: nothing listens there
-
-
 def test_notebooks_show_the_learners_line_not_library_frames() -> None:
-    out = _ipython(FAILING_CELL.format(port=_free_port()))
+    out = _ipython(FAILING_CELL.format(port=free_port()))
     assert "TiledeskConnectionError: POST http://127.0.0.1:" in out
     assert "Hint: nothing is listening" in out
     assert re.search(r'Raised by line \d: client.sign_in\("ada@example.com", "\*\*\*"\)', out)
     assert "Passw0rd-in-cell" not in out  # even the learner's own literal is hidden
-    assert "Traceback" not in out and "urllib3" not in out and "http.py" not in out
+    assert "Traceback" not in out and "urllib3" not in out and "client.py" not in out
 
 
 def test_full_tracebacks_can_be_switched_back_on() -> None:
     cell = "import tiledesk_tutorial.errors as e; e.SHORT_TRACEBACKS = False" + FAILING_CELL
-    out = _ipython(cell.format(port=_free_port()))
-    assert "client.py" in out and "http.py" in out
+    out = _ipython(cell.format(port=free_port()))
+    assert "client.py" in out and "TiledeskClient._call" in out  # where the call is made
     assert "TiledeskConnectionError" in out and "Raised by line" not in out

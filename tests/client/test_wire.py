@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 import jwt
 import pytest
-from support.client import AGENT_TOKEN, VISITOR_TOKEN, bare
+from support.client import AGENT_TOKEN, VISITOR_TOKEN
 from support.listener import recorded_deliveries
 
 from tiledesk_tutorial import wire
@@ -57,7 +57,7 @@ def test_names_are_trimmed_once_here() -> None:
 
 
 def test_the_jwt_prefix_and_claims() -> None:
-    token = bare(AGENT_TOKEN)
+    token = wire.bare_token(AGENT_TOKEN)
     assert wire.with_jwt_prefix(token) == AGENT_TOKEN == wire.with_jwt_prefix(AGENT_TOKEN)
     assert wire.bare_token("jwt  " + token + " ") == token
     assert wire.unverified_claims(AGENT_TOKEN)["sub"] == wire.SUBJECT_USER

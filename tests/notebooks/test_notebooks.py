@@ -11,9 +11,7 @@ executed notebooks show: outputs, and the widget state saved in their metadata.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,17 +19,21 @@ from typing import Any
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from support.faults import FAKE_NGROK_AUTHTOKEN, SANDBOX_WEBHOOK_SECRET, notebook_leaks
-from support.tutorial import FULL_JWT, NOTEBOOKS, clean_tutorial_env, free_port
+from support.net import free_port
+from support.notebooks import (
+    NOTEBOOKS,
+    execute_notebook,
+    outputs,
+    widget_models,
+    widget_value,
+)
+from support.tutorial import FULL_JWT, clean_tutorial_env
 
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
 
 pytestmark = pytest.mark.notebooks
-
-log = logging.getLogger(__name__)
 
 ORDER = [
     "00_setup",
@@ -42,80 +44,6 @@ ORDER = [
     "05_live_conversation",
     "06_realtime",
 ]
-CELL_TIMEOUT = 60  # seconds; a cell of these notebooks takes well under 2
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-
-
-def execute(name: str, workdir: Path, *, twice: bool = False) -> nbformat.NotebookNode:
-    """Run a copy of ``notebooks/<name>.ipynb`` in ``workdir`` in a fresh kernel; return it.
-
-    ``twice``: run every cell but the last, then the whole notebook again, in the same kernel (a
-    learner re-running the notebook without restarting it, listener still running).
-
-    A kernel run on this kind of machine stalls for a minute, rarely, with no error
-    (docs: environment notes): such a run is retried once, and the retry is logged.
-    """
-    copy = workdir / f"{name}.ipynb"
-    shutil.copyfile(NOTEBOOKS / copy.name, copy)
-    for attempt in (1, 2):
-        notebook = nbformat.read(copy, as_version=4)
-        if twice:
-            again = [
-                nbformat.from_dict({**cell, "id": f"again-{cell.id}"}) for cell in notebook.cells
-            ]
-            notebook.cells = notebook.cells[:-1] + again
-        client = NotebookClient(
-            notebook,
-            timeout=CELL_TIMEOUT,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(workdir)}},
-            shutdown_kernel="immediate",
-        )
-        try:
-            client.execute()
-        except (CellTimeoutError, DeadKernelError) as exc:
-            if attempt == 2:
-                raise
-            log.warning("notebook %s stalled (%s); running it once more", name, exc)
-            print(f"note: notebook {name} stalled ({type(exc).__name__}); retried once")
-            continue
-        nbformat.write(notebook, workdir / f"{name}.executed.ipynb")
-        return notebook
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def outputs(notebook: nbformat.NotebookNode) -> str:
-    """Every text the notebook shows (streams, results, errors), joined."""
-    parts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            if output.output_type == "stream":
-                parts.append(output.text)
-            elif output.output_type in ("execute_result", "display_data"):
-                parts.append(str(output.data.get("text/plain", "")))
-            elif output.output_type == "error":
-                parts.append(f"{output.ename}: {output.evalue}\n" + "\n".join(output.traceback))
-    return "\n".join(parts)
-
-
-def widget_models(notebook: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    """The widget models saved with the executed notebook (name, classes and value of each)."""
-    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return [
-        {
-            "model": model["model_name"],
-            "classes": model["state"].get("_dom_classes", []),
-            "value": model["state"].get("value"),
-        }
-        for model in state.values()
-    ]
-
-
-def widget_value(notebook: nbformat.NotebookNode, css_class: str) -> str:
-    """The value of the (last saved) widget carrying ``css_class``."""
-    values = [m["value"] for m in widget_models(notebook) if css_class in m["classes"]]
-    assert values, f"no widget with class {css_class!r} was saved"
-    return str(values[-1])
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +56,7 @@ def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
         # Set, so the secrets scan proves it is shown redacted (the sandbox needs no tunnel).
         monkeypatch.setenv("NGROK_AUTHTOKEN", FAKE_NGROK_AUTHTOKEN)
-        executed = {name: execute(name, workdir) for name in ORDER}
+        executed = {name: execute_notebook(name, workdir) for name in ORDER}
         state = json.loads((home / "state.json").read_text())
         yield {"notebooks": executed, "sandbox": sandbox, "state": state, "workdir": workdir}
 
@@ -273,7 +201,7 @@ def test_a_notebook_opened_first_makes_what_it_needs(
     clean_tutorial_env(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    notebook = execute("05_live_conversation", tmp_path)
+    notebook = execute_notebook("05_live_conversation", tmp_path)
     shown = outputs(notebook)
     assert "this sandbox had no tutorial account yet" in shown
     assert "created the project 'Tiledesk tutorial'" in shown
@@ -289,7 +217,7 @@ def test_a_notebook_runs_again_in_the_same_kernel(
     clean_tutorial_env(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    notebook = execute(name, tmp_path, twice=True)
+    notebook = execute_notebook(name, tmp_path, twice=True)
     counts = [m["value"] for m in widget_models(notebook) if "tiledesk-count" in m["classes"]]
     assert len(counts) == 2, counts  # one view per run
     # The second run's view shows only the second run's messages, each once: the first listener
@@ -314,10 +242,10 @@ def test_live_mode_runs_the_notebooks_unchanged(
     monkeypatch.setenv("TILEDESK_EMAIL", email)
     monkeypatch.setenv("TILEDESK_PASSWORD", password)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    signup = outputs(execute("01_signup_and_project", tmp_path))
+    signup = outputs(execute_notebook("01_signup_and_project", tmp_path))
     assert f"Live mode: your Tiledesk at {sandbox_session.url}." in signup
     assert f"{email} has an account already: we sign in with it next." in signup
-    chat = execute("05_live_conversation", tmp_path)
+    chat = execute_notebook("05_live_conversation", tmp_path)
     assert "Note:" not in outputs(chat)  # the project made by 01 is used
     assert "Chat closed" in widget_value(chat, "tiledesk-log")
     entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]

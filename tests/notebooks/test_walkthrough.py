@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.tutorial import FULL_JWT, REPO, clean_tutorial_env, free_port
+from support.net import free_port
+from support.tutorial import FULL_JWT, REPO
 
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.sandbox import SandboxHandle
@@ -28,12 +29,6 @@ def walkthrough(*args: str, stdin: str | None = None) -> subprocess.CompletedPro
         env=dict(os.environ),
         input=stdin or "",
     )
-
-
-@pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No tutorial variables, the tutorial's home in a temporary folder, and work there."""
-    return clean_tutorial_env(monkeypatch, tmp_path / "home")
 
 
 def test_the_whole_tutorial_passes_on_a_private_sandbox(home: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from support.listener import post as send
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.event_hub import EventHub, EventSource
@@ -185,7 +186,7 @@ def listener() -> Iterator[WebhookListener]:
 def post(listener: WebhookListener, text: str, session: requests.Session, **kw: Any) -> None:
     """Deliver one message.create to the listener, as Tiledesk would."""
     delivery = make_delivery(make_message_payload(text, request_id=RID, **kw), SECRET)
-    answer = session.post(listener.url, data=delivery.data(), headers=delivery.headers, timeout=5)
+    answer = send(listener.url, delivery.data(), delivery.headers, session=session)
     assert answer.status_code == 200, answer.text
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from tiledesk_tutorial.config import ENV_VARS
 
 REPO = Path(__file__).resolve().parents[2]
-NOTEBOOKS = REPO / "notebooks"
 # A JWT in full (three dot-separated base64url parts): it must never be printed.
 FULL_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
 
@@ -28,10 +26,3 @@ def clean_tutorial_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
     monkeypatch.setenv(ENV_VARS["home"], str(home))
     monkeypatch.chdir(home)
     return home
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -24,12 +24,12 @@ from support.browser import (
     REPO,
     JupyterLab,
     PageErrors,
-    free_port,
     launch_chromium,
     needs_chromium,
     output_dir,
     save_screenshot,
 )
+from support.net import free_port
 from support.sandbox import Api
 
 from tiledesk_tutorial.config import ENV_VARS

@@ -32,23 +32,6 @@ OTHER_SECRET = "16fd2706-8baf-433b-82eb-8c7fada847da"
 RECORDED = recorded_deliveries()
 
 
-@pytest.fixture
-def make_listener():
-    """Start listeners for a test; stop them all after it and check no thread was left behind."""
-    started: list[WebhookListener] = []
-
-    def start(**kwargs) -> WebhookListener:
-        listener = WebhookListener(**kwargs).start()
-        started.append(listener)
-        return listener
-
-    yield start
-    for listener in started:
-        listener.stop()
-    assert listener_threads() == []
-    assert running_listeners() == []
-
-
 def _delivery(text: str = "hello", secret: str = SECRET, **kwargs):
     return make_delivery(make_message_payload(text, **kwargs), secret)
 

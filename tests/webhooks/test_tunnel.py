@@ -126,7 +126,7 @@ def test_no_authtoken_anywhere_says_where_to_get_one_and_starts_nothing(standin,
 
     assert caught.value.code == "no-authtoken"
     assert "https://dashboard.ngrok.com/get-started/your-authtoken" in str(caught.value)
-    assert "NGROK_AUTHTOKEN" in caught.value.next_step
+    assert "NGROK_AUTHTOKEN" in caught.value.hint
     assert standin.starts() == []
 
 
@@ -138,7 +138,7 @@ def test_no_authtoken_anywhere_says_where_to_get_one_and_starts_nothing(standin,
         ("105", "ERR_NGROK_105", ["rejected the authtoken", "copy it again"]),
     ],
 )
-def test_ngrok_errors_become_one_message_with_the_next_step(
+def test_ngrok_errors_become_one_message_with_a_hint(
     standin, listener, monkeypatch, capfd, caplog, failure, code, words
 ):
     monkeypatch.setenv("NGROK_STANDIN_FAIL", failure)
@@ -149,7 +149,9 @@ def test_ngrok_errors_become_one_message_with_the_next_step(
     message = str(caught.value)
     assert caught.value.code == code
     assert all(word in message for word in words), message
-    assert "\n" not in message
+    # One line saying what happened, one hint saying what to do: no traceback soup.
+    assert message == f"{caught.value.summary}\nHint: {caught.value.hint}"
+    assert "\n" not in caught.value.summary and "\n" not in (caught.value.hint or "\n")
     assert caught.value.__suppress_context__  # no chained pyngrok traceback in the notebook
     assert AUTHTOKEN not in message
     assert AUTHTOKEN not in caplog.text  # the real agent echoes the token in ERR_NGROK_105
@@ -166,7 +168,7 @@ def test_an_agent_that_cannot_reach_ngrok_is_reported_as_offline(standin, listen
 
     assert caught.value.code == "offline"
     assert "no such host" in str(caught.value)
-    assert "TILEDESK_WEBHOOK_URL" in caught.value.next_step
+    assert "TILEDESK_WEBHOOK_URL" in caught.value.hint
 
 
 def test_a_binary_that_cannot_be_downloaded_says_how_to_install_one(
@@ -187,8 +189,8 @@ def test_a_binary_that_cannot_be_downloaded_says_how_to_install_one(
 
     assert caught.value.code == "download-failed"
     assert str(missing) in str(caught.value)
-    assert "PYNGROK_NGROK_PATH" in caught.value.next_step
-    assert "https://ngrok.com/download" in caught.value.next_step
+    assert "PYNGROK_NGROK_PATH" in caught.value.hint
+    assert "https://ngrok.com/download" in caught.value.hint
 
 
 def test_a_file_that_is_not_executable_is_reported(standin, listener, tmp_path):
@@ -204,7 +206,7 @@ def test_a_file_that_is_not_executable_is_reported(standin, listener, tmp_path):
         )
 
     assert caught.value.code == "not-runnable"
-    assert "chmod +x" in caught.value.next_step
+    assert "chmod +x" in caught.value.hint
 
 
 def test_webhook_target_prefers_an_explicit_url(standin, listener, monkeypatch):

@@ -1,4 +1,7 @@
-"""The one place where the client talks HTTP: session, timeouts, retries, auth headers, errors.
+"""The ``requests`` session the client sends with: its retry policy, and the two ways to sign.
+
+The client builds and sends each call itself, in one function (``TiledeskClient._call``); this
+module holds what its session is made of.
 
 Retries are safe by construction: urllib3 repeats only GET, HEAD, DELETE and OPTIONS after a
 response or a dropped connection, and any method only when the connection could not even be
@@ -12,16 +15,8 @@ server sends the ``request.close`` webhook again, which would confuse a learner 
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -30,13 +25,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from tiledesk_tutorial.config import check_http_url
-from tiledesk_tutorial.errors import (
-    CallContext,
-    InvalidInputError,
-    error_for_response,
-    error_for_transport_failure,
-    unexpected_body_error,
-)
+from tiledesk_tutorial.errors import InvalidInputError
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.wire import bare_token, unverified_claims, with_jwt_prefix
 
@@ -47,16 +36,14 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "RETRY_METHODS",
     "RETRY_STATUSES",
-    "ApiResponse",
     "BasicAuth",
     "JWTAuth",
-    "Transport",
+    "Timeout",
     "build_session",
+    "checked_timeout",
     "normalize_base_url",
     "normalize_token",
 ]
-
-log = logging.getLogger("tiledesk_tutorial.http")
 
 #: Seconds to wait for a connection and then for an answer, unless the client says otherwise.
 DEFAULT_TIMEOUT: float = 15.0
@@ -79,8 +66,8 @@ def normalize_token(token: str) -> str:
     Accepts what sign-in returns (``"JWT eyJ..."``), a bare JWT, or ``"jwt eyJ..."``.
 
     Raises:
-        ValueError: the token is empty, uses the ``Bearer`` scheme (Tiledesk answers 401 to it),
-            or has spaces or line breaks inside.
+        InvalidInputError: the token is empty, uses the ``Bearer`` scheme (Tiledesk answers 401
+            to it), or has spaces or line breaks inside.
     """
     if not isinstance(token, str) or not token.strip():
         raise InvalidInputError("the token is empty: pass the `token` value that sign-in returned.")
@@ -170,9 +157,9 @@ def build_session(
     agent's and a visitor's clients that share one session independent.
     """
     if retries < 0:
-        raise ValueError(f"retries must be 0 or more, not {retries!r}.")
+        raise InvalidInputError(f"retries must be 0 or more, not {retries!r}.")
     if backoff_factor < 0:
-        raise ValueError(f"backoff_factor must be 0 or more, not {backoff_factor!r}.")
+        raise InvalidInputError(f"backoff_factor must be 0 or more, not {backoff_factor!r}.")
     retry = _Retry(
         total=retries,
         connect=retries,
@@ -200,147 +187,22 @@ class _NoCookies(DefaultCookiePolicy):
         return False
 
 
-@dataclass(frozen=True)
-class ApiResponse:
-    """A successful answer: its status, headers and parsed JSON (``None`` for an empty body)."""
-
-    status: int
-    headers: Mapping[str, str]
-    data: Any
-    url: str
-
-
 Timeout = float | tuple[float, float]
 
 
-class Transport:
-    """Base URL + session + timeout; :meth:`send` is the only place where HTTP happens.
+def checked_timeout(timeout: Timeout) -> Timeout:
+    """``timeout`` if it is a positive number of seconds or a ``(connect, read)`` pair.
 
-    Args:
-        base_url: e.g. ``http://127.0.0.1:3000`` or ``https://api.tiledesk.com/v3``.
-        timeout: seconds for connecting and for each read, or a ``(connect, read)`` pair.
-        retries: how many times safe calls are repeated (see the module's docstring).
-        backoff_factor: the backoff between retries.
-        session: a session to use instead of a new one (its retry settings are kept).
+    Raises:
+        InvalidInputError: anything else.
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
-        session: requests.Session | None = None,
-    ) -> None:
-        self.base_url = normalize_base_url(base_url)
-        self.timeout = _checked_timeout(timeout)
-        self.session = session or build_session(retries=retries, backoff_factor=backoff_factor)
-        self._owns_session = session is None
-
-    def url_for(self, *segments: str, params: Mapping[str, Any] | None = None) -> str:
-        """The full URL of a path given as segments (each one percent-encoded) and a query."""
-        path = "/".join(quote(str(s), safe="") for s in segments)
-        url = f"{self.base_url}/{path}"
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        if query:
-            url += "?" + urlencode(query, safe=",")
-        return url
-
-    def prepare(
-        self,
-        method: str,
-        url: str,
-        *,
-        json_body: Any = None,
-        auth: AuthBase | None = None,
-    ) -> requests.PreparedRequest:
-        """Build the request exactly as it will be sent (for curl rendering and sending)."""
-        request = requests.Request(method.upper(), url, json=json_body, auth=auth)
-        if json_body is None and method.upper() in ("POST", "PUT", "PATCH"):
-            request.headers["Content-Type"] = "application/json"
-        return self.session.prepare_request(request)
-
-    def send(self, prepared: requests.PreparedRequest, *, context: CallContext) -> ApiResponse:
-        """Send, and return the parsed answer, or raise the matching ``TiledeskError``.
-
-        Raises:
-            TiledeskError: a subclass chosen from the status and body (see ``errors``), also for a
-                2xx answer that is not JSON or says ``success: false``.
-            TiledeskConnectionError: no answer (refused, unresolvable, timed out, dropped).
-        """
-        method = prepared.method or "GET"
-        url = prepared.url or ""
-        started = time.monotonic()
-        log.debug("%s %s", method, url)
-        try:
-            response = self.session.send(prepared, timeout=self.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
-            log.debug("%s %s failed: %s", method, url, type(exc).__name__)
-            raise error_for_transport_failure(
-                exc, method=method, url=url, context=context
-            ) from None
-        elapsed_ms = (time.monotonic() - started) * 1000
-        log.debug("%s %s -> %s in %.0f ms", method, url, response.status_code, elapsed_ms)
-        return self._read(response, method=method, url=url, context=context)
-
-    def _read(
-        self, response: requests.Response, *, method: str, url: str, context: CallContext
-    ) -> ApiResponse:
-        status, reason = response.status_code, _reason(response)
-        text = response.text
-        failure = functools.partial(
-            error_for_response,
-            method=method,
-            url=url,
-            status=status,
-            reason=reason,
-            headers=response.headers,
-            body_text=text,
-            context=context,
-        )
-        if status >= 300:
-            raise failure()
-        data: Any = None
-        if text.strip():
-            try:
-                data = json.loads(text)
-            except ValueError:
-                raise unexpected_body_error(
-                    method=method,
-                    url=url,
-                    status=status,
-                    reason=reason,
-                    content_type=response.headers.get("Content-Type", ""),
-                    body_text=text,
-                    context=context,
-                ) from None
-        if isinstance(data, dict) and data.get("success") is False:
-            raise failure()
-        return ApiResponse(status=status, headers=response.headers, data=data, url=url)
-
-    def close(self) -> None:
-        """Close the session, if this transport created it."""
-        if self._owns_session:
-            self.session.close()
-
-
-def _reason(response: requests.Response) -> str:
-    """The standard reason phrase ("Forbidden"), whatever case the server wrote it in."""
-    try:
-        return HTTPStatus(response.status_code).phrase
-    except ValueError:
-        return response.reason or ""
-
-
-def _checked_timeout(timeout: Timeout) -> Timeout:
     values = timeout if isinstance(timeout, tuple) else (timeout,)
     if (
         not values
         or len(values) > 2
         or any(isinstance(v, bool) or not isinstance(v, int | float) or v <= 0 for v in values)
     ):
-        raise ValueError(
+        raise InvalidInputError(
             f"timeout must be a positive number of seconds or a (connect, read) pair, "
             f"not {timeout!r}."
         )
