@@ -260,24 +260,22 @@ def _signed_in_agent(options: ListenOptions, say: Any) -> tuple[Any, str]:
 
     config = get_default()
     if config.uses_sandbox:
-        _require_running_sandbox(tutorial, config.sandbox_url)
+        _require_running_sandbox(config.sandbox_url)
     if options.project_id:  # what TILEDESK_PROJECT_ID does (tutorial.start reads it again)
         os.environ["TILEDESK_PROJECT_ID"] = options.project_id
     # The tutorial's notes ("created the project...") go with the other messages, to stderr.
     with contextlib.redirect_stdout(_Lines(say)):
-        try:
-            tt = tutorial.start()
-            agent = tt.agent()
-        except tutorial.TutorialError as exc:
-            raise TiledeskTutorialError(str(exc)) from None
+        tt = tutorial.start()  # a TutorialError says what is missing, in one sentence
+        agent = tt.agent()
     return agent, tt.api_url
 
 
-def _require_running_sandbox(tutorial: Any, explicit: str | None) -> None:
-    shared = f"http://127.0.0.1:{tutorial.DEFAULT_SANDBOX_PORT}"
-    found = (explicit and tutorial.probe_sandbox(explicit, require_mark=False)) or (
-        tutorial.probe_sandbox(shared)
-    )
+def _require_running_sandbox(explicit: str | None) -> None:
+    """Listening must not start a sandbox of its own (it would go when listen stops)."""
+    from tiledesk_tutorial.sandbox_discovery import DEFAULT_SANDBOX_PORT, probe_sandbox
+
+    shared = f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}"
+    found = (explicit and probe_sandbox(explicit, require_mark=False)) or probe_sandbox(shared)
     if not found:
         raise TiledeskTutorialError(
             "no sandbox is running, and TILEDESK_API_URL is not set",
