@@ -8,14 +8,12 @@ from collections.abc import Iterator
 import pytest
 from pyngrok import conf, ngrok, process
 from support.ngrok_standin import install_standin
+from support.sandbox import FAST_RETRIES
 from support.tunnel import Standin, process_alive
 
 from tiledesk_tutorial import config
-from tiledesk_tutorial.sandbox import RetryPolicy, SandboxHandle, start_sandbox
+from tiledesk_tutorial.sandbox import SandboxHandle, start_sandbox
 from tiledesk_tutorial.tunnel import close_tunnel, current_tunnel_url
-
-# Fast retries, so that tests of retried deliveries take a second, not minutes.
-FAST_RETRIES = RetryPolicy(retries=3, backoff=0.05, max_backoff=0.2)
 
 
 @pytest.fixture

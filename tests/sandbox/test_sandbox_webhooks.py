@@ -7,8 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import FAST_RETRIES
-from support.sandbox import Receiver, World, make_world
+from support.sandbox import FAST_RETRIES, Receiver, World, make_world
 
 from tiledesk_tutorial.sandbox import RetryPolicy, SandboxHandle, start_sandbox
 

@@ -25,7 +25,11 @@ from websockets.sync.client import ClientConnection, connect
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tiledesk_tutorial.sandbox import RetryPolicy
+
 PASSWORD = "Passw0rd!123"
+# Fast retries, so that tests of retried deliveries take a second, not minutes.
+FAST_RETRIES = RetryPolicy(retries=3, backoff=0.05, max_backoff=0.2)
 _emails = itertools.count(1)
 
 
