@@ -1,4 +1,4 @@
-"""Learn the Tiledesk REST API and webhooks, step by step, from a Jupyter notebook.
+"""Learn the Tiledesk REST API, webhooks and the Realtime API step by step, in a notebook.
 
 Everything a notebook uses is importable from here (``from tiledesk_tutorial import
 TiledeskClient, WebhookListener, ConversationView, tutorial``). The names are imported lazily, so
@@ -63,6 +63,11 @@ _EXPORTS: dict[str, str] = {
     "close_tunnel": "tiledesk_tutorial.tunnel",
     "webhook_target": "tiledesk_tutorial.tunnel",
     "TunnelError": "tiledesk_tutorial.tunnel",
+    # the Realtime API
+    "RealtimeFeed": "tiledesk_tutorial.realtime",
+    "RealtimeError": "tiledesk_tutorial.realtime",
+    "stop_all_feeds": "tiledesk_tutorial.realtime",
+    "WebhookForwarder": "tiledesk_tutorial.forwarder",
     # the notebook view
     "ConversationView": "tiledesk_tutorial.widgets",
     "render_conversations": "tiledesk_tutorial.widgets",
@@ -113,6 +118,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.errors import ValidationError as ValidationError
     from tiledesk_tutorial.event_hub import EventHub as EventHub
     from tiledesk_tutorial.event_hub import EventSource as EventSource
+    from tiledesk_tutorial.forwarder import WebhookForwarder as WebhookForwarder
     from tiledesk_tutorial.jsonl import read_jsonl as read_jsonl
     from tiledesk_tutorial.listener import ListenerError as ListenerError
     from tiledesk_tutorial.listener import PortInUseError as PortInUseError
@@ -125,6 +131,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.models import Project as Project
     from tiledesk_tutorial.models import Request as Request
     from tiledesk_tutorial.models import Subscription as Subscription
+    from tiledesk_tutorial.realtime import RealtimeError as RealtimeError
+    from tiledesk_tutorial.realtime import RealtimeFeed as RealtimeFeed
+    from tiledesk_tutorial.realtime import stop_all_feeds as stop_all_feeds
     from tiledesk_tutorial.sandbox import SandboxHandle as SandboxHandle
     from tiledesk_tutorial.sandbox import start_sandbox as start_sandbox
     from tiledesk_tutorial.tunnel import TunnelError as TunnelError

@@ -47,6 +47,7 @@ ENV_VARS: dict[str, str] = {
     "email": "TILEDESK_EMAIL",
     "password": "TILEDESK_PASSWORD",
     "realtime_url": "TILEDESK_REALTIME_URL",
+    "forward_secret": "TILEDESK_FORWARD_SECRET",
     "ngrok_authtoken": "NGROK_AUTHTOKEN",
     "ngrok_path": "PYNGROK_NGROK_PATH",
     "webhook_url": "TILEDESK_WEBHOOK_URL",
@@ -61,6 +62,7 @@ _WHAT = {
     "email": "account email",
     "password": "account password",
     "realtime_url": "Realtime API (WebSocket) URL; derived from the API URL when unset",
+    "forward_secret": "the x-hook-secret `tiledesk-tutorial listen --forward-to` signs with",
     "ngrok_authtoken": "ngrok authtoken, for a public webhook URL",
     "ngrok_path": "an ngrok agent of your own, instead of pyngrok's download",
     "webhook_url": "public URL that Tiledesk posts webhooks to",
@@ -68,7 +70,7 @@ _WHAT = {
     "sandbox_url": "a running sandbox (set by make lab)",
     "home": "the tutorial's folder (default ~/.tiledesk-tutorial)",
 }
-_HIDDEN = frozenset({"password"})
+_HIDDEN = frozenset({"password", "forward_secret"})
 _REDACTED = frozenset({"ngrok_authtoken"})
 _URLS = frozenset({"api_url", "webhook_url", "sandbox_url"})
 
@@ -89,6 +91,8 @@ class Config:
         password: ``TILEDESK_PASSWORD`` (never shown).
         realtime_url: ``TILEDESK_REALTIME_URL``, the Realtime API's WebSocket URL; when unset,
             :meth:`realtime_url_for` derives it from the API URL.
+        forward_secret: ``TILEDESK_FORWARD_SECRET``, the webhook secret that ``tiledesk-tutorial
+            listen --forward-to`` sends and signs with (never shown); a new one per run if unset.
         ngrok_authtoken: ``NGROK_AUTHTOKEN``, to open a public tunnel to the notebook (redacted).
         ngrok_path: ``PYNGROK_NGROK_PATH``, an ngrok executable to use (pyngrok reads it too).
         webhook_url: ``TILEDESK_WEBHOOK_URL``, a public URL you already have, instead of ngrok.
@@ -103,6 +107,7 @@ class Config:
     email: str | None = None
     password: str | None = None
     realtime_url: str | None = None
+    forward_secret: str | None = None
     ngrok_authtoken: str | None = None
     ngrok_path: str | None = None
     webhook_url: str | None = None

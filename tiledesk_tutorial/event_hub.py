@@ -248,6 +248,13 @@ class EventHub:
             waiting = max([len(self._inbox), *(len(b.pending) for b in self._batchers)])
             return waiting + (1 if self._busy else 0)
 
+    @property
+    def queued(self) -> int:
+        """Events kept and waiting behind those the callbacks are handling now (a callback that
+        sees 0 here handles the last of a burst)."""
+        with self._cond:
+            return len(self._inbox)
+
     def wait(self, predicate: EventPredicate | None, count: int, timeout: float) -> list[Event]:
         """The kept events matching ``predicate``, as soon as there are ``count`` of them.
 

@@ -5,7 +5,8 @@ before going on stage. Without ``TILEDESK_API_URL`` it starts a private sandbox 
 with it, it runs against that Tiledesk with the account in ``TILEDESK_EMAIL`` /
 ``TILEDESK_PASSWORD`` (environment or ``.env``; asked for when run in a terminal) and the
 tutorial's project (``TILEDESK_PROJECT_ID``, or the one the notebooks remembered, or a new one).
-Webhooks reach it through an ngrok tunnel in live mode, as in the notebooks.
+Webhooks reach it through an ngrok tunnel in live mode, as in the notebooks; with ``--realtime``
+it receives over Tiledesk's Realtime API instead (notebook 06): no tunnel, no subscription.
 
 It stops at the first step that fails, prints why on one line, and exits with status 1. Secrets
 (passwords, tokens, webhook secrets) are never printed in full.
@@ -27,6 +28,7 @@ from tiledesk_tutorial.config import get_default
 from tiledesk_tutorial.errors import EmailAlreadyRegisteredError, TiledeskTutorialError
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.realtime import RealtimeFeed
 from tiledesk_tutorial.redact import redact
 from tiledesk_tutorial.tunnel import close_tunnel, webhook_target
 from tiledesk_tutorial.tutorial import (
@@ -68,15 +70,23 @@ class _Run:
     project_id: str = ""
     request_id: str = ""
     listener: WebhookListener | None = None
+    feed: RealtimeFeed | None = None
     subscriptions: list[str] = field(default_factory=list)
     tunnel_opened: bool = False
 
+    @property
+    def source(self) -> WebhookListener | RealtimeFeed:
+        """Where events arrive: the realtime feed, or the webhook listener."""
+        source = self.feed or self.listener
+        assert source is not None
+        return source
+
     def wait(self, what: str, predicate: Callable[[Event], bool]) -> Event:
-        assert self.listener is not None
+        channel = "realtime event" if self.feed is not None else "webhook"
         try:
-            return self.listener.wait_for(predicate, timeout=self.timeout)[0]
+            return self.source.wait_for(predicate, timeout=self.timeout)[0]
         except TimeoutError as exc:
-            raise WalkthroughFailed("", f"no {what} webhook: {exc}") from None
+            raise WalkthroughFailed("", f"no {what} {channel}: {exc}") from None
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -152,13 +162,23 @@ def _listen(run: _Run) -> str:
     return f"{target} subscribed to message.create and request.close"
 
 
+def _subscribe_realtime(run: _Run) -> str:
+    assert run.agent is not None
+    run.feed = RealtimeFeed(run.agent).start()
+    return f"{run.feed.url} subscribed to /{run.project_id}/requests (no public URL needed)"
+
+
+def _checked(run: _Run) -> str:
+    return "(via realtime)" if run.feed is not None else "(secret checked)"
+
+
 def _visitor_webhook(run: _Run) -> str:
     assert run.visitor is not None
     run.visitor.send_message(run.request_id, VISITOR_TEXT)
     event = run.wait(
         "visitor message", lambda e: e.is_message and e.text == VISITOR_TEXT and e.role == "visitor"
     )
-    return f"[{event.role}] {event.sender_fullname}: {event.text} (secret checked)"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} {_checked(run)}"
 
 
 def _agent_webhook(run: _Run) -> str:
@@ -167,7 +187,7 @@ def _agent_webhook(run: _Run) -> str:
     event = run.wait(
         "agent reply", lambda e: e.is_message and e.text == AGENT_TEXT and e.role == "agent"
     )
-    return f"[{event.role}] {event.sender_fullname}: {event.text} (secret checked)"
+    return f"[{event.role}] {event.sender_fullname}: {event.text} {_checked(run)}"
 
 
 def _forged(run: _Run) -> str:
@@ -197,10 +217,9 @@ def _close(run: _Run) -> str:
     run.wait(
         "request.close", lambda e: e.event == "request.close" and e.request_id == run.request_id
     )
-    assert run.listener is not None
     # Tiledesk then posts a system message ("Chat closed"); count it when it comes soon.
     with contextlib.suppress(TimeoutError):
-        run.listener.wait_for(
+        run.source.wait_for(
             lambda e: e.is_message and e.role == "system" and e.request_id == run.request_id,
             timeout=min(run.timeout, 3.0),
         )
@@ -222,6 +241,15 @@ STEPS: list[tuple[str, Callable[[_Run], str]]] = [
     ("Delivery history", _history),
     ("Close the conversation", _close),
 ]
+# With --realtime: the same conversation received over the Realtime API (no tunnel, nothing to
+# subscribe or forge, no delivery history).
+REALTIME_STEPS: list[tuple[str, Callable[[_Run], str]]] = [
+    *STEPS[:6],
+    ("Realtime feed connected and subscribed", _subscribe_realtime),
+    ("Visitor message received live", _visitor_webhook),
+    ("Agent reply received live", _agent_webhook),
+    ("Close the conversation", _close),
+]
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -231,8 +259,13 @@ def run_walkthrough(
     timeout: float = 15.0,
     show_curl: bool = False,
     interactive: bool | None = None,
+    realtime: bool = False,
 ) -> int:
-    """Run every step; return 0 when all passed, 1 at the first failure (after cleaning up)."""
+    """Run every step; return 0 when all passed, 1 at the first failure (after cleaning up).
+
+    ``realtime``: receive over the Realtime API instead of webhooks (no tunnel in live mode).
+    """
+    steps = REALTIME_STEPS if realtime else STEPS
     out = out if out is not None else sys.stdout
     started = time.monotonic()
 
@@ -243,8 +276,8 @@ def run_walkthrough(
         with _tutorial(say, interactive) as tutorial:
             run = _Run(tutorial=tutorial, timeout=timeout, show_curl=show_curl)
             try:
-                for number, (name, step) in enumerate(STEPS, start=1):
-                    label = f"[{number:2d}/{len(STEPS)}] {name} "
+                for number, (name, step) in enumerate(steps, start=1):
+                    label = f"[{number:2d}/{len(steps)}] {name} "
                     print(f"{label:.<{_WIDTH}} ", end="", file=out, flush=True)
                     try:
                         result = step(run)
@@ -252,7 +285,7 @@ def run_walkthrough(
                         say("FAILED")
                         raise WalkthroughFailed(name, _one_line(exc)) from None
                     say(f"ok  {result}")
-                received = run.listener.stats["kept"] if run.listener is not None else 0
+                received = run.source.stats["kept" if run.feed is None else "events_kept"]
             finally:
                 _clean_up(run)
     except WalkthroughFailed as exc:
@@ -262,7 +295,8 @@ def run_walkthrough(
         say(f"Walkthrough could not start: {_one_line(exc)}")
         return 1
     elapsed = time.monotonic() - started
-    say(f"All {len(STEPS)} steps passed: {received} webhooks received in {elapsed:.1f} s.")
+    what = "realtime events" if realtime else "webhooks"
+    say(f"All {len(steps)} steps passed: {received} {what} received in {elapsed:.1f} s.")
     return 0
 
 
@@ -313,6 +347,8 @@ def _clean_up(run: _Run) -> None:
         for subscription_id in run.subscriptions:
             with contextlib.suppress(Exception):
                 run.agent.delete_subscription(subscription_id)
+    if run.feed is not None:
+        run.feed.stop()
     if run.listener is not None:
         run.listener.stop()
     if run.tunnel_opened:

@@ -1,0 +1,1 @@
+"""Tests of the realtime feed, the forwarder and ``tiledesk-tutorial listen``."""
