@@ -122,7 +122,8 @@ def print_room(url: str, view_url: str) -> None:
     """What the presenter needs: the address for the learners, and the room view's (the only
     place the presenter token is ever shown)."""
     print(
-        f"Workshop room. Learners set TILEDESK_API_URL={url} (in .env or the notebook).\n"
+        f"Workshop room. Learners set TILEDESK_API_URL={url} (in .env), with an e-mail and a "
+        "password of their choice: notebook 01 signs them up.\n"
         "Learners receive through the realtime feed (notebook 06, tiledesk-tutorial listen): "
         "their laptops need no inbound connection, only this address.",
         file=sys.stderr,
