@@ -114,6 +114,23 @@ def test_a_learner_appears_live_as_they_sign_up_and_send(
     api.close()
 
 
+def test_a_restarted_sandbox_asks_for_its_new_address(tmp_path, page: Any) -> None:
+    first = start_sandbox(port=0, data_dir=tmp_path, room=True)
+    port = first.port
+    try:
+        page.goto(first.room.view_url(first.url))
+        page.locator("#connection.live").wait_for()
+        learner = learner_world(first.url, "Ada", "Lovelace")
+        row(page, learner).wait_for()
+        learner.api.close()
+    finally:
+        first.stop()
+    page.locator("#connection.down").wait_for()
+    with start_sandbox(port=port, data_dir=tmp_path, room=True):  # a new token, the same room
+        page.get_by_text("the sandbox has a new presenter token").wait_for()
+    assert row(page, learner).count() == 1  # what it showed stays on the wall meanwhile
+
+
 def test_the_room_view_screenshot(room_sandbox: SandboxHandle, page: Any, request) -> None:
     room_sandbox.room.waiting_after = 1.0
     cast = [("Ada", "Lovelace"), ("Alan", "Turing"), ("Grace", "Hopper"), ("Linus", "Ekström"),
