@@ -7,13 +7,16 @@ HOST   ?= 127.0.0.1
 PORT   ?= 3000
 LAB_PORT ?= 8888
 
-.PHONY: lab test lint format walkthrough sandbox bench soak browser-deps clean help
+ROOM_PORT ?= 3000
+
+.PHONY: lab test lint format walkthrough sandbox room bench soak browser-deps clean help
 
 help:
 	@echo "make lab          set up, start the sandbox and JupyterLab on notebooks/"
 	@echo "make test         set up, then run every test and lint check"
 	@echo "make walkthrough  run the whole tutorial headless (sandbox unless TILEDESK_API_URL is set)"
 	@echo "make sandbox      run the embedded Tiledesk sandbox on $(HOST):$(PORT)"
+	@echo "make room         run the sandbox for a workshop room (every interface, room view)"
 	@echo "make bench        run the benchmarks under bench/"
 	@echo "make soak         run the long reliability tests"
 
@@ -53,6 +56,10 @@ walkthrough: $(STAMP)
 sandbox: $(STAMP)
 	$(BIN)/python -m tiledesk_tutorial.sandbox --host $(HOST) --port $(PORT) --data ./.sandbox
 
+# A workshop: learners on the LAN use this sandbox; its data is kept apart from your own .sandbox.
+room: $(STAMP)
+	$(BIN)/python -m tiledesk_tutorial.sandbox --room --port $(ROOM_PORT) --data ./.sandbox-room
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
@@ -60,4 +67,4 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .sandbox .pytest_cache build *.egg-info
+	rm -rf $(VENV) .sandbox .sandbox-room .pytest_cache build *.egg-info

@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="A local Tiledesk-compatible server: no account, no internet needed.",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+        "--host",
+        default=None,
+        help="address to listen on (default: 127.0.0.1; with --room, 0.0.0.0: every interface)",
     )
     parser.add_argument(
         "--port", type=int, default=3000, help="port; 0 picks a free one (default: %(default)s)"
@@ -49,8 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=RetryPolicy.backoff,
         help="first retry delay in seconds (default: %(default)s)",
     )
+    parser.add_argument(
+        "--room",
+        action="store_true",
+        help="serve a workshop room: every interface, and a room view for the presenter",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.host is None:
+        args.host = "0.0.0.0" if args.room else "127.0.0.1"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             prefixes=tuple(args.prefix) if args.prefix else DEFAULT_PREFIXES,
             retry_policy=RetryPolicy(retries=args.retries, backoff=args.backoff),
+            room=args.room,
         )
     except SandboxError as exc:
         hint = f" Hint: {exc.hint}" if exc.hint else ""
@@ -96,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if sandbox.room is not None:
+        print_room(url, sandbox.room.view_url(url))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -103,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     print("Stopping the sandbox...", file=sys.stderr, flush=True)
     sandbox.stop()
     return 0
+
+
+def print_room(url: str, view_url: str) -> None:
+    """What the presenter needs: the address for the learners, and the room view's (the only
+    place the presenter token is ever shown)."""
+    print(
+        f"Workshop room. Learners set TILEDESK_API_URL={url} (in .env), with an e-mail and a "
+        "password of their choice: notebook 01 signs them up.\n"
+        "Learners receive through the realtime feed (notebook 06, tiledesk-tutorial listen): "
+        "their laptops need no inbound connection, only this address.",
+        file=sys.stderr,
+        flush=True,
+    )
+    print(f"Room view: {view_url}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ HTTP requests go to :class:`~tiledesk_tutorial.sandbox.api.Api`, served at the r
 API prefix (``/v3`` by default, so both kinds of base URL work); WebSocket handshakes go to
 :class:`~tiledesk_tutorial.sandbox.realtime.Realtime`. Every HTTP answer carries
 ``Access-Control-Allow-Origin: *``, and no error of the sandbox's own code is ever more than a
-logged ``500`` with a one-line body.
+logged ``500`` with a one-line body. In room mode, ``/room`` and ``/room/live`` are the presenter's
+room view and its socket (:mod:`tiledesk_tutorial.sandbox.room`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ import logging
 from collections.abc import Iterable
 
 from tiledesk_tutorial.sandbox.api import Api, error_response
-from tiledesk_tutorial.sandbox.asgi import Receive, Request, Scope, Send, json_response
+from tiledesk_tutorial.sandbox.asgi import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    json_response,
+    text_response,
+)
 from tiledesk_tutorial.sandbox.errors import ApiError
 from tiledesk_tutorial.sandbox.realtime import Realtime
+from tiledesk_tutorial.sandbox.room import ROOM_PATHS, ROOM_SOCKET_PATH, Room
 
 log = logging.getLogger("tiledesk_tutorial.sandbox")
 
@@ -23,9 +33,12 @@ log = logging.getLogger("tiledesk_tutorial.sandbox")
 class SandboxApp:
     """The ASGI application (uvicorn serves it)."""
 
-    def __init__(self, api: Api, realtime: Realtime, prefixes: Iterable[str]) -> None:
+    def __init__(
+        self, api: Api, realtime: Realtime, prefixes: Iterable[str], room: Room | None = None
+    ) -> None:
         self.api = api
         self.realtime = realtime
+        self.room = room
         self.prefixes = tuple("/" + p.strip("/") for p in prefixes if p.strip("/"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,6 +48,9 @@ class SandboxApp:
             # The socket is at "/" and "/ws/"; under a prefix only at "/v3/ws/" (the path older
             # Tiledesk cloud dashboards used): "/v3/" itself is refused, as on Tiledesk.
             path = self._unprefixed(scope["path"])
+            if self.room is not None and path == ROOM_SOCKET_PATH:
+                await self.room.serve(scope, receive, send)
+                return
             if path != scope["path"] and not path.startswith("/ws"):
                 path = scope["path"]
             await self.realtime.serve(scope, receive, send, path=path)
@@ -47,6 +63,11 @@ class SandboxApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self._unprefixed(scope["path"]))
+        if self.room is not None:
+            response = self._room_route(request)
+            if response is not None:
+                await response.send(send)
+                return
         try:
             response = await self.api.dispatch(request)
         except ApiError as error:
@@ -58,3 +79,13 @@ class SandboxApp:
             )
         response.headers["Access-Control-Allow-Origin"] = "*"
         await response.send(send)
+        if self.room is not None and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            self.room.touch()  # an account, a project or a subscription may have changed
+
+    def _room_route(self, request: Request) -> Response | None:
+        """The room view's page in room mode (never with the API's CORS header), else None."""
+        if self.room is not None and request.path in ROOM_PATHS:
+            if request.method in ("GET", "HEAD"):
+                return self.room.page(request)
+            return text_response(405, "Method Not Allowed")
+        return None

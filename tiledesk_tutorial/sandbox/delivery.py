@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -107,8 +108,11 @@ class DeliveryWorker:
         policy: RetryPolicy | None = None,
         origin: str = "http://localhost:3000",
         per_target: int = 4,
+        on_recorded: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._store = store
+        #: Called on the event loop with each batch of attempts once stored (history entries).
+        self.on_recorded = on_recorded
         self.policy = policy or RetryPolicy()
         self.origin = origin
         self.per_target = per_target
@@ -349,6 +353,7 @@ class DeliveryWorker:
             self._idle.set()
 
     def _write(self, outcomes: list[_Outcome]) -> None:
+        entries = []
         with self._store.transaction() as conn:
             for outcome in outcomes:
                 delivery = outcome.delivery
@@ -366,10 +371,14 @@ class DeliveryWorker:
                             delivery.seq,
                         ),
                     )
+                entry = self._history_entry(outcome)
+                entries.append(entry)
                 conn.execute(
                     "INSERT INTO delivery_log (id_project, doc) VALUES (?, ?)",
-                    (delivery.id_project, dumps(self._history_entry(outcome))),
+                    (delivery.id_project, dumps(entry)),
                 )
+        if self.on_recorded is not None:
+            self.on_recorded(entries)
 
     def _history_entry(self, outcome: _Outcome) -> dict[str, Any]:
         delivery = outcome.delivery

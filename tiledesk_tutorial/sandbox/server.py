@@ -19,6 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
+from tiledesk_tutorial.sandbox import log_redaction
 from tiledesk_tutorial.sandbox.access import Authenticator
 from tiledesk_tutorial.sandbox.accounts import Accounts
 from tiledesk_tutorial.sandbox.api import Api
@@ -33,6 +34,7 @@ from tiledesk_tutorial.sandbox.protocols import (
     SandboxWebSocketProtocol,
 )
 from tiledesk_tutorial.sandbox.realtime import DEFAULT_QUEUE_BYTES, Realtime
+from tiledesk_tutorial.sandbox.room import Room
 from tiledesk_tutorial.sandbox.store import Store
 from tiledesk_tutorial.sandbox.subscriptions import Outbox, Subscriptions
 from tiledesk_tutorial.wire import SERVER_PING_INTERVAL
@@ -65,6 +67,7 @@ class SandboxHandle:
         realtime_ping_interval: float,
         realtime_queue_bytes: int,
         head_timeout: float,
+        room: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self._temporary = temporary
@@ -75,14 +78,20 @@ class SandboxHandle:
         self.auth = Authenticator(self.store, global_secret)
         self.accounts = Accounts(self.store, self.auth, global_secret)
         self.subscriptions = Subscriptions(self.store)
-        self.delivery = DeliveryWorker(
-            self.store, policy=retry_policy, origin=self.url, per_target=deliveries_per_target
-        )
         self.realtime = Realtime(
             self.store,
             self.auth,
             ping_interval=realtime_ping_interval,
             queue_bytes=realtime_queue_bytes,
+        )
+        #: The workshop room (``start_sandbox(room=True)``, ``tiledesk-sandbox --room``), or None.
+        self.room = Room(self.store, lambda: self.realtime.connections) if room else None
+        self.delivery = DeliveryWorker(
+            self.store,
+            policy=retry_policy,
+            origin=self.url,
+            per_target=deliveries_per_target,
+            on_recorded=self.room.record_attempts if self.room else None,
         )
         feed = ChangeFeed(self.store, Outbox(), self._committed)
         self.conversations = Conversations(self.store, feed)
@@ -93,7 +102,7 @@ class SandboxHandle:
                   self._key_derivation)  # fmt: skip
         http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
-            SandboxApp(api, self.realtime, prefixes),
+            SandboxApp(api, self.realtime, prefixes, room=self.room),
             http=http,
             ws=SandboxWebSocketProtocol,
             ws_max_size=64 * 1024,  # a client's frames are small: subscribe, heartbeat, me
@@ -151,6 +160,8 @@ class SandboxHandle:
             log.exception("the sandbox stopped on an error")
         finally:
             self._ready.set()
+            if self.room is not None:
+                await self.room.close()
             await self.realtime.close()
             await self.delivery.stop()
 
@@ -164,6 +175,8 @@ class SandboxHandle:
     def _hand_over(self, changes: Changes) -> None:
         self.delivery.submit(changes.deliveries)
         self.realtime.publish(changes)
+        if self.room is not None:
+            self.room.observe(changes)
 
     @property
     def running(self) -> bool:
@@ -240,6 +253,7 @@ def start_sandbox(
     realtime_ping_interval: float = SERVER_PING_INTERVAL,
     realtime_queue_bytes: int = DEFAULT_QUEUE_BYTES,
     head_timeout: float = HEAD_TIMEOUT,
+    room: bool = False,
 ) -> SandboxHandle:
     """Start the sandbox in a background thread and return its handle once it answers.
 
@@ -248,8 +262,11 @@ def start_sandbox(
     :class:`SandboxError`. ``deliveries_per_target`` bounds the webhooks in flight to one
     target; ``realtime_ping_interval`` is the Realtime API's heartbeat (Tiledesk's 30 s; tests
     shorten it), ``realtime_queue_bytes`` the frames that may wait for a client that does not
-    read, ``head_timeout`` the seconds a client has to send a request's headers.
+    read, ``head_timeout`` the seconds a client has to send a request's headers. ``room=True``
+    also serves the presenter's room view (``handle.room``; see
+    :mod:`tiledesk_tutorial.sandbox.room`).
     """
+    log_redaction.install()
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="tiledesk-sandbox-")) if temporary else Path(data_dir)
     sock = _bind(host, port)
@@ -264,6 +281,7 @@ def start_sandbox(
             realtime_ping_interval=realtime_ping_interval,
             realtime_queue_bytes=realtime_queue_bytes,
             head_timeout=head_timeout,
+            room=room,
         )
     except BaseException:
         sock.close()
