@@ -25,7 +25,8 @@ from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+import requests
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import (
     LISTEN_QUEUE,
@@ -36,8 +37,15 @@ from werkzeug.serving import (
     select_address_family,
 )
 
+from tiledesk_tutorial.delivery_log import MAX_RECORDS, DeliveryLog, DeliveryRecord
 from tiledesk_tutorial.errors import InvalidInputError, TiledeskTutorialError
-from tiledesk_tutorial.event_hub import BatchCallback, EventCallback, EventHub, EventPredicate
+from tiledesk_tutorial.event_hub import (
+    BatchCallback,
+    EventCallback,
+    EventHub,
+    EventPredicate,
+    Rerun,
+)
 from tiledesk_tutorial.jsonl import JsonlWriter
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.webhooks import WebhookVerificationError, verify_delivery
@@ -47,6 +55,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "ListenerError",
     "PortInUseError",
+    "ReplayError",
     "WebhookListener",
     "WebhookTimeout",
     "running_listeners",
@@ -64,6 +73,10 @@ class ListenerError(TiledeskTutorialError):
 
 class PortInUseError(ListenerError):
     """The port is held by another program (not by a listener of this Python process)."""
+
+
+class ReplayError(ListenerError):
+    """A delivery could not be replayed: it was refused, or the URL to re-POST it to failed."""
 
 
 class WebhookTimeout(ListenerError, TimeoutError):
@@ -108,6 +121,12 @@ class WebhookListener:
     listener is an :class:`~tiledesk_tutorial.event_hub.EventSource`: a
     :class:`~tiledesk_tutorial.widgets.ConversationView` follows it.
 
+    Every request that reaches it, kept or refused, is also in :attr:`deliveries` (the last
+    ``max_deliveries``, secrets hidden): what the
+    :class:`~tiledesk_tutorial.inspector.DeliveryInspector` shows. An accepted delivery can be
+    replayed: :meth:`replay` runs the ``on_event`` callbacks again, :meth:`replay_to` POSTs it to
+    any URL (your own handler).
+
     Starting a listener on a port that an earlier listener of this process holds stops that one
     first, so re-running a notebook cell replaces the server instead of failing. Use a fixed
     ``port`` in notebooks for that reason: with ``port=0`` every run gets a new free port.
@@ -125,6 +144,7 @@ class WebhookListener:
         store_file: str | os.PathLike[str] | None = None,
         fsync: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_deliveries: int = MAX_RECORDS,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(
@@ -143,6 +163,7 @@ class WebhookListener:
             if value is not None:
                 self.add_secret(value)
         self._hub = EventHub(max_events, name="tiledesk-listener-callbacks", label="webhook")
+        self._log = DeliveryLog(max_deliveries)
         self._stats_lock = threading.Lock()
         self._stats: dict[str, Any] = {
             "received": 0,
@@ -309,6 +330,82 @@ class WebhookListener:
         return self._hub.snapshot()
 
     @property
+    def deliveries(self) -> list[DeliveryRecord]:
+        """Every request that reached the listener (the last ``max_deliveries``), newest first:
+        verdict, status, reason, headers (secrets hidden), body and time."""
+        return self._log.records()
+
+    @property
+    def delivery_log(self) -> DeliveryLog:
+        """The log behind :attr:`deliveries` (what the inspector follows)."""
+        return self._log
+
+    def delivery(self, number: int) -> DeliveryRecord:
+        """The request with this number (``#12`` in the inspector)."""
+        return self._log.get(number)
+
+    def replay(self, delivery: DeliveryRecord | int, timeout: float = 10.0) -> Rerun:
+        """Run the ``on_event`` callbacks again for an accepted delivery, and wait for them.
+
+        What to do after fixing a callback: re-run the cell that defines it (it replaces the old
+        one), then replay the delivery it failed on. The event is not kept a second time and views
+        are not redrawn (they show it already). Returns how many callbacks ran and their errors.
+        """
+        record = self._replayable(delivery)
+        if not self.running:
+            raise ReplayError(
+                "the listener is stopped, so its callbacks are not running.",
+                hint="call listener.start() first.",
+            )
+        assert record.event is not None
+        return self._hub.rerun(record.event, timeout)
+
+    def replay_to(
+        self, delivery: DeliveryRecord | int, url: str, *, timeout: float = 10.0
+    ) -> requests.Response:
+        """POST an accepted delivery again, byte for byte, to ``url`` (your own handler).
+
+        The headers are those Tiledesk sent, ``x-hook-secret`` included, so a handler that
+        checks the secret accepts it. Returns the handler's answer, whatever its status; raises
+        :class:`ReplayError` when the URL cannot be reached.
+        """
+        record = self._replayable(delivery)
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ReplayError(
+                f"cannot POST to {url!r}: give an http:// or https:// URL.",
+                hint="e.g. http://127.0.0.1:5000/webhook for a Flask app on port 5000.",
+            )
+        try:
+            return requests.post(
+                url,
+                data=record.body,
+                headers=record.replay_headers(),
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            if isinstance(exc, requests.ConnectionError):
+                reason = "nothing answers there (connection refused or host unknown)"
+            elif isinstance(exc, requests.Timeout):
+                reason = f"no answer within {timeout:g} s"
+            raise ReplayError(
+                f"could not POST delivery #{record.number} to {url}: {reason}.",
+                hint="is your handler running, on that port and path?",
+            ) from None
+
+    def _replayable(self, delivery: DeliveryRecord | int) -> DeliveryRecord:
+        record = delivery if isinstance(delivery, DeliveryRecord) else self._log.get(delivery)
+        if not record.replayable:
+            raise ReplayError(
+                f"request #{record.number} was {record.verdict} ({record.status}"
+                f"{': ' + record.reason if record.reason else ''}), so there is no delivery to "
+                "replay.",
+                hint="replay a kept delivery (verdict 'kept' or 'duplicate').",
+            )
+        return record
+
+    @property
     def last_event(self) -> Event | None:
         """The most recently kept event, or ``None``."""
         return self._hub.last()
@@ -446,6 +543,7 @@ class WebhookListener:
             methods=["GET", "POST"],
             provide_automatic_options=False,
         )
+        app.after_request(self._record)
         app.register_error_handler(HTTPException, self._http_error)
         app.register_error_handler(Exception, self._unexpected_error)
         return app
@@ -457,6 +555,7 @@ class WebhookListener:
         with self._stats_lock:
             self._stats["received"] += 1
         body = request.get_data(cache=False)  # raises 413 above max_body_bytes
+        g.body = body
         try:
             event = verify_delivery(
                 body,
@@ -473,6 +572,8 @@ class WebhookListener:
         except (OSError, ValueError) as exc:  # ValueError: the file was closed by stop()
             logger.warning("could not append a webhook event to %s: %s", self.store_file, exc)
             return self._reject(500, f"could not store the event: {exc}")
+        g.event = event
+        g.verdict = "kept" if kept else "duplicate"
         if kept:
             with self._stats_lock:
                 self._stats["kept"] += 1
@@ -493,7 +594,26 @@ class WebhookListener:
             "hint": "Tiledesk delivers webhooks here with POST; this page is for checking.",
         }
 
+    def _record(self, response: Response) -> Response:
+        """After every request (answered, refused or failed): note it in :attr:`deliveries`."""
+        verdict = g.get("verdict") or ("refused" if response.status_code >= 400 else "status")
+        self._log.record(
+            received_at=now(),
+            method=request.method,
+            path=request.path,
+            remote=request.remote_addr or "",
+            headers=request.headers.items(),
+            body=g.get("body", b""),
+            status=response.status_code,
+            verdict=verdict,
+            reason=g.get("reason"),
+            event=g.get("event") if verdict != "refused" else None,
+        )
+        return response
+
     def _reject(self, status: int, reason: str) -> tuple[dict[str, Any], int]:
+        g.verdict = "refused"
+        g.reason = reason
         with self._stats_lock:
             self._stats["rejected"] += 1
             self._stats["last_rejection"] = f"{status} {reason}"
