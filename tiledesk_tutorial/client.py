@@ -50,6 +50,7 @@ from tiledesk_tutorial.models import (
     ProjectMembership,
     Request,
     RequestPage,
+    ResentDelivery,
     Subscription,
     User,
 )
@@ -691,6 +692,28 @@ class TiledeskClient:
             time.sleep(0.1)
             history = self.subscription_history(project_id=project_id)
         return history
+
+    def resend_delivery(
+        self, delivery: str | DeliveryLog, *, project_id: str | None = None
+    ) -> ResentDelivery:
+        """Ask the server to send a recorded delivery again; owner or admin role.
+
+        ``delivery`` is an entry of :meth:`subscription_history` (or its ``id``). The server
+        queues the same body (payload, timestamp, hook) for the subscription's target with a fresh
+        token; it is retried like any delivery and recorded as a new attempt in the history. A
+        receiver that kept the first one sees a duplicate. A sandbox extension
+        (``POST /<project_id>/subscriptions/history/<id>/resend``): a real Tiledesk answers 404.
+        """
+        pid = self._pid(project_id)
+        delivery_id = delivery.id if isinstance(delivery, DeliveryLog) else delivery
+        answer = self._call(
+            "resend_delivery",
+            "POST",
+            (pid, "subscriptions", "history", _check_id(delivery_id, "delivery id"), "resend"),
+            project_id=pid,
+            required_role="admin",
+        )
+        return ResentDelivery.from_json(_object(answer))
 
     # --- the one place calls go through ----------------------------------------------------
 
