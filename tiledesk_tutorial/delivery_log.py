@@ -27,7 +27,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -261,6 +261,12 @@ class DeliveryLog:
             return self._bytes
 
     @property
+    def received(self) -> int:
+        """How many requests were recorded since the log was made (kept or not)."""
+        with self._cond:
+            return self._number
+
+    @property
     def version(self) -> int:
         """A counter that grows with each change (a request recorded, the log cleared)."""
         with self._cond:
@@ -277,6 +283,22 @@ class DeliveryLog:
                     break
                 self._cond.wait(remaining)
             return self._changes
+
+    def wait_for(
+        self, predicate: Callable[[DeliveryRecord], bool] | None, timeout: float
+    ) -> DeliveryRecord | None:
+        """The newest record matching ``predicate`` (any when ``None``), as soon as there is one;
+        ``None`` after ``timeout`` seconds. The predicate runs under the log's lock."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for entry in reversed(self._records):
+                    if predicate is None or predicate(entry):
+                        return entry
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
 
     def clear(self) -> None:
         """Forget every record (the numbering goes on)."""

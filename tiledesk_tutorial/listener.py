@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +339,21 @@ class WebhookListener:
     def delivery_log(self) -> DeliveryLog:
         """The log behind :attr:`deliveries` (what the inspector follows)."""
         return self._log
+
+    def wait_for_delivery(
+        self, predicate: Callable[[DeliveryRecord], bool] | None = None, timeout: float = 10
+    ) -> DeliveryRecord:
+        """Wait until a request matching ``predicate`` has reached the listener, whatever its
+        verdict (e.g. ``lambda d: d.number > 4``, or ``d.verdict == "refused"``); return the
+        newest such record. Raises :class:`WebhookTimeout` after ``timeout`` seconds."""
+        found = self._log.wait_for(predicate, timeout)
+        if found is None:
+            raise WebhookTimeout(
+                f"waited {timeout:g} s for a matching request at "
+                f"{self.url if self._port else '?'}; it has received {self._log.received} in all.",
+                [],
+            )
+        return found
 
     def delivery(self, number: int) -> DeliveryRecord:
         """The request with this number (``#12`` in the inspector)."""

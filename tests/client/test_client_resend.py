@@ -13,6 +13,7 @@ from tiledesk_tutorial.errors import InvalidInputError, NotFoundError, Permissio
 from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import ResentDelivery
 from tiledesk_tutorial.sandbox import SandboxHandle
+from tiledesk_tutorial.webhooks import make_delivery, make_message_payload, parse_delivery
 
 PASSWORD = "Passw0rd!-resend"
 
@@ -56,6 +57,12 @@ def test_a_delivery_is_resent_to_the_listener_which_sees_a_repeat(agent: Tiledes
         assert len(listener.events) == 1
 
         agent.resend_delivery(entry.id)  # by id works as well
+        found = agent.find_delivery_log(event)  # the newest attempt of that same body
+        assert found is not None and found.request_body["payload"]["_id"] == event.message_id
+        assert found.request_body["timestamp"] == event.timestamp
+        assert agent.resend_delivery(event).resent == found.id  # resent from the event received
+        listener.wait_for_delivery(lambda d: d.number >= 4)
+        assert [r.verdict for r in listener.deliveries] == ["duplicate"] * 3 + ["kept"]
 
 
 def test_the_errors_a_learner_meets(agent: TiledeskClient) -> None:
@@ -74,3 +81,7 @@ def test_the_errors_a_learner_meets(agent: TiledeskClient) -> None:
             agent.resend_delivery(entry.id, project_id=other)
         with pytest.raises(InvalidInputError, match="not a valid delivery id"):
             agent.resend_delivery("a/b")
+        made_up = parse_delivery(make_delivery(make_message_payload("never sent"), "s" * 40).body)
+        assert agent.find_delivery_log(made_up, timeout=0.2, project_id=agent.project_id) is None
+        with pytest.raises(InvalidInputError, match="not in the server's delivery history"):
+            agent.resend_delivery(made_up, project_id=agent.project_id)

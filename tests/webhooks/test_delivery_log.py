@@ -14,7 +14,7 @@ from support.net import free_port
 
 from tiledesk_tutorial.delivery_log import DeliveryLog
 from tiledesk_tutorial.errors import InvalidInputError
-from tiledesk_tutorial.listener import ReplayError
+from tiledesk_tutorial.listener import ReplayError, WebhookTimeout
 from tiledesk_tutorial.webhooks import make_delivery, make_message_payload
 
 SECRET = "inspector-test-secret-0123456789abcdef0123"
@@ -55,6 +55,9 @@ def test_each_request_is_logged_newest_first_with_its_verdict(make_listener):
     assert isinstance(kept.received_at, datetime) and kept.received_at.tzinfo is UTC
     assert kept.body == hello.data()
     assert listener.delivery(1) is kept
+    assert listener.wait_for_delivery(lambda r: r.verdict == "duplicate").number == 2
+    with pytest.raises(WebhookTimeout, match="received 6 in all"):
+        listener.wait_for_delivery(lambda r: r.number > 6, timeout=0.05)
     assert "#1" in kept.summary() and "kept" in kept.summary()
 
 
