@@ -728,13 +728,18 @@ class TiledeskClient:
             time.sleep(0.1)
 
     def resend_delivery(
-        self, delivery: str | DeliveryLog | Event, *, project_id: str | None = None
+        self,
+        delivery: str | DeliveryLog | Event,
+        *,
+        project_id: str | None = None,
+        timeout: float = 5.0,
     ) -> ResentDelivery:
         """Ask the server to send a recorded delivery again; owner or admin role.
 
         ``delivery`` is an entry of :meth:`subscription_history` (or its ``id``), or an
         :class:`~tiledesk_tutorial.models.Event` a listener received (its entry is found with
-        :meth:`find_delivery_log`). The server queues the same body (payload, timestamp, hook) for
+        :meth:`find_delivery_log`, which waits up to ``timeout`` seconds for the server to record
+        it). The server queues the same body (payload, timestamp, hook) for
         the subscription's target with a fresh token; it is retried like any delivery and
         recorded as a new attempt in the history. A receiver that kept the first one sees a
         duplicate. A sandbox extension (``POST /<project_id>/subscriptions/history/<id>/resend``):
@@ -742,7 +747,7 @@ class TiledeskClient:
         """
         if isinstance(delivery, Event):
             project_id = project_id or delivery.project_id
-            entry = self.find_delivery_log(delivery, project_id=project_id)
+            entry = self.find_delivery_log(delivery, project_id=project_id, timeout=timeout)
             if entry is None:
                 raise InvalidInputError(
                     "this event's delivery is not in the server's delivery history.",

@@ -57,6 +57,7 @@ def test_a_delivery_is_resent_to_the_listener_which_sees_a_repeat(agent: Tiledes
         assert len(listener.events) == 1
 
         agent.resend_delivery(entry.id)  # by id works as well
+        assert len(agent.wait_for_subscription_history(3)) == 3  # every attempt recorded
         found = agent.find_delivery_log(event)  # the newest attempt of that same body
         assert found is not None and found.request_body["payload"]["_id"] == event.message_id
         assert found.request_body["timestamp"] == event.timestamp
@@ -84,4 +85,4 @@ def test_the_errors_a_learner_meets(agent: TiledeskClient) -> None:
         made_up = parse_delivery(make_delivery(make_message_payload("never sent"), "s" * 40).body)
         assert agent.find_delivery_log(made_up, timeout=0.2, project_id=agent.project_id) is None
         with pytest.raises(InvalidInputError, match="not in the server's delivery history"):
-            agent.resend_delivery(made_up, project_id=agent.project_id)
+            agent.resend_delivery(made_up, project_id=agent.project_id, timeout=0.2)
