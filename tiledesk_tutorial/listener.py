@@ -1,5 +1,8 @@
 """Receive Tiledesk webhooks in a notebook: a small HTTP server in a background thread.
 
+The Flask app below is served by waitress (:mod:`tiledesk_tutorial.listener_server`): keep-alive,
+four workers, and a bound on the connections it holds.
+
     listener = WebhookListener(port=8099).start()   # re-running the cell replaces it
     listener.add_secret(subscription["secret"])     # from POST /<project>/subscriptions
     listener.on_event(lambda event: print(event.summary()))
@@ -28,14 +31,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import (
-    LISTEN_QUEUE,
-    BaseWSGIServer,
-    WSGIRequestHandler,
-    get_sockaddr,
-    make_server,
-    select_address_family,
-)
+from werkzeug.serving import LISTEN_QUEUE, get_sockaddr, select_address_family
 
 from tiledesk_tutorial.delivery_log import MAX_RECORDS, DeliveryLog, DeliveryRecord
 from tiledesk_tutorial.errors import InvalidInputError, TiledeskTutorialError
@@ -47,6 +43,7 @@ from tiledesk_tutorial.event_hub import (
     Rerun,
 )
 from tiledesk_tutorial.jsonl import JsonlWriter
+from tiledesk_tutorial.listener_server import MAX_CONNECTIONS, ListenerServer
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.webhooks import WebhookVerificationError, verify_delivery
 from tiledesk_tutorial.wire import now
@@ -85,20 +82,6 @@ class WebhookTimeout(ListenerError, TimeoutError):
     def __init__(self, message: str, events: list[Event], *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.events = events
-
-
-# -- the HTTP side ---------------------------------------------------------------------------
-class _QuietRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler without the access log: every request would print into the notebook."""
-
-    # A client that stops sending mid-request is dropped after this many seconds.
-    timeout = 10
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        logger.debug("http: " + message, *args)
 
 
 _RUNNING: dict[int, WebhookListener] = {}
@@ -145,6 +128,7 @@ class WebhookListener:
         fsync: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_deliveries: int = MAX_RECORDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(
@@ -154,6 +138,11 @@ class WebhookListener:
         self.path = "/" + path.lstrip("/")
         self.verify_token = verify_token
         self.max_body_bytes = max_body_bytes
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise InvalidInputError(f"max_connections must be a whole number: {max_connections!r}")
+        if max_connections < 4:
+            raise InvalidInputError(f"max_connections must be 4 or more: {max_connections!r}")
+        self.max_connections = max_connections
         self.store_file = Path(store_file) if store_file is not None else None
         self.fsync = fsync
         self._requested_port = port
@@ -172,8 +161,7 @@ class WebhookListener:
             "last_rejection": None,
         }
         self._lifecycle = threading.RLock()
-        self._server: BaseWSGIServer | None = None
-        self._server_thread: threading.Thread | None = None
+        self._server: ListenerServer | None = None
         self._writer: JsonlWriter | None = None
         self._app = self._build_app()
 
@@ -220,8 +208,8 @@ class WebhookListener:
     @property
     def running(self) -> bool:
         """Whether the server thread is serving."""
-        thread = self._server_thread
-        return thread is not None and thread.is_alive()
+        server = self._server
+        return server is not None and server.running
 
     @property
     def port(self) -> int:
@@ -269,30 +257,26 @@ class WebhookListener:
                 if self._requested_port or not self._port:
                     raise
                 sock = self._bind(0)  # the previous free port was taken meanwhile: take another
-            try:
-                server = self._make_server(sock)
-            finally:
-                sock.close()
-            self._server = server
+            server = ListenerServer(
+                self._app,
+                sock,
+                max_body_bytes=self.max_body_bytes,
+                max_connections=self.max_connections,
+                name=f"tiledesk-listener-{sock.getsockname()[1]}",
+            )
             self._port = server.port
             if self.store_file is not None:
                 try:
                     self._writer = JsonlWriter(self.store_file, fsync=self.fsync)
                 except OSError as exc:
-                    server.server_close()
+                    server.stop()
                     raise ListenerError(
                         f"cannot append events to {self.store_file}: {exc.strerror or exc}",
                         hint="choose a store_file in a folder you can write to.",
                     ) from None
             self._hub.name = f"tiledesk-listener-{self._port}-callbacks"
             self._hub.start()
-            self._server_thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name=f"tiledesk-listener-{self._port}",
-                daemon=True,
-            )
-            self._server_thread.start()
+            self._server = server.start()
             with _RUNNING_LOCK:
                 _RUNNING[self._port] = self
             logger.info("webhook listener serving on %s", self.url)
@@ -301,14 +285,9 @@ class WebhookListener:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving, free the port, finish pending callbacks; safe to call twice."""
         with self._lifecycle:
-            server, thread = self._server, self._server_thread
-            self._server = self._server_thread = None
+            server, self._server = self._server, None
             if server is not None:
-                if thread is not None and thread.is_alive():
-                    server.shutdown()  # returns once serve_forever has left its loop
-                    thread.join(timeout)  # serve_forever closes the socket, joins request threads
-                else:
-                    server.server_close()
+                server.stop(timeout)  # closes the socket and every connection
             self._hub.stop(timeout)  # runs the callbacks still due; a callback may call stop()
             if self._writer is not None:
                 self._writer.close()
@@ -328,6 +307,11 @@ class WebhookListener:
     def events(self) -> list[Event]:
         """A snapshot (a new list) of the kept events, oldest first."""
         return self._hub.snapshot()
+
+    @property
+    def app(self) -> Flask:
+        """The Flask app the listener serves (to serve it yourself, or to compare servers)."""
+        return self._app
 
     @property
     def deliveries(self) -> list[DeliveryRecord]:
@@ -488,7 +472,7 @@ class WebhookListener:
 
     # -- internals ------------------------------------------------------------------------
     def _bind(self, port: int) -> socket.socket:
-        """Bind the listening socket ourselves: werkzeug calls sys.exit() when the port is taken."""
+        """Bind the listening socket ourselves, to turn each failure into one clear error."""
         family = select_address_family(self.host, port)
         try:
             address = get_sockaddr(self.host, port, family)
@@ -526,28 +510,6 @@ class WebhookListener:
             )
         return ListenerError(f"cannot listen on {self.host}:{port}: {exc.strerror or exc}")
 
-    def _make_server(self, sock: socket.socket) -> BaseWSGIServer:
-        port = sock.getsockname()[1]
-        try:
-            server = make_server(
-                self.host,
-                port,
-                self._app,
-                threaded=True,
-                request_handler=_QuietRequestHandler,
-                fd=sock.fileno(),
-            )
-        except (SystemExit, OSError) as exc:  # werkzeug exits on bind errors; we pass a bound fd
-            raise ListenerError(f"cannot serve on {self.host}:{port}: {exc}") from None
-        # Errors from a request (a client hanging up) go to our logger, not the notebook.
-        server.log = lambda type, message, *args: logger.debug(  # type: ignore[method-assign]
-            "http %s: " + message, type, *args
-        )
-        server.handle_error = lambda req, addr: logger.debug(  # type: ignore[method-assign]
-            "error while serving %s", addr, exc_info=True
-        )
-        return server
-
     def _build_app(self) -> Flask:
         app = Flask("tiledesk_tutorial.listener")
         app.config["MAX_CONTENT_LENGTH"] = self.max_body_bytes
@@ -571,10 +533,13 @@ class WebhookListener:
             self._stats["received"] += 1
         body = request.get_data(cache=False)  # raises 413 above max_body_bytes
         g.body = body
+        # werkzeug rebuilds each header from the WSGI environ on every pass: read them once, for
+        # the check and for the delivery log.
+        g.headers = headers = list(request.headers.items())
         try:
             event = verify_delivery(
                 body,
-                request.headers,
+                dict(headers),
                 self._secrets,
                 verify_token=self.verify_token,
                 received_at=now(),
@@ -617,7 +582,7 @@ class WebhookListener:
             method=request.method,
             path=request.path,
             remote=request.remote_addr or "",
-            headers=request.headers.items(),
+            headers=g.get("headers") or request.headers.items(),
             body=g.get("body", b""),
             status=response.status_code,
             verdict=verdict,
