@@ -114,12 +114,12 @@ class _BoundedServer(TcpWSGIServer):
         super().handle_accept()
 
     def _victim(self) -> Any:
-        """The connection to close first: none being served; of those, the one sending a request
-        for longest, else the one idle longest."""
+        """The connection to close first: none being served or sending an answer; of the others,
+        the one sending a request for longest, else the one idle longest."""
         best, best_key = None, None
         for channel in self.active_channels.values():
-            if channel.requests or not channel.connected:
-                continue
+            if channel.requests or channel.total_outbufs_len or not channel.connected:
+                continue  # being served, or an answer still going out
             key = (channel.request is None, channel.creation_time if channel.request else 0.0)
             key = (*key, channel.last_activity)
             if best_key is None or key < best_key:
