@@ -8,8 +8,8 @@ the targets are multiples of it. Calls are timed with a bare kept-alive ``http.c
 connection; the learner's view through ``TiledeskClient`` has its own keys (``client_*``).
 
     python bench/run.py                 # everything
-    python bench/run.py --only latency  # one part: import, ready, floor, latency, throughput,
-                                        # room, notebooks
+    python bench/run.py --only latency  # one part: import, ready, floor, listener, latency,
+                                        # throughput, room, notebooks
 """
 
 from __future__ import annotations
@@ -210,6 +210,14 @@ def measure_latency(messages: int = 1000, warmup: int = 50, polls: int = 20) -> 
             client_webhook_p50_ms=round(percentile(learner, 0.50), 3),
             client_webhook_p99_ms=round(percentile(learner, 0.99), 3),
         )
+
+        # 4. The same webhooks with the listener's app on werkzeug's development server, what the
+        # listener ran on before waitress: the before-and-after in one run.
+        werkzeug = _webhook_on_werkzeug(world, subscription, bare, path, headers, messages, warmup)
+        results.update(
+            webhook_werkzeug_p50_ms=round(percentile(werkzeug, 0.50), 3),
+            webhook_werkzeug_p99_ms=round(percentile(werkzeug, 0.99), 3),
+        )
         bare.close()
         poll_latencies = _polling_baseline(session, sandbox.url, world, token, polls)
     finally:
@@ -303,6 +311,79 @@ def _webhook_latencies(listener, send, messages: int, warmup: int) -> list[float
         # the listener's thread for the interpreter while the next delivery arrives.
         listener.clear()
     return latencies
+
+
+def _webhook_on_werkzeug(world, subscription, bare, path, headers, messages, warmup) -> list[float]:
+    """Webhook latencies with the listener's Flask app served by werkzeug instead of waitress
+    (the sandbox delivers to it alone: the first subscription is deleted first)."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: object) -> None:
+            pass
+
+    auth = {"Authorization": world.agent_token}
+    base = f"{world.url}/{world.project_id}/subscriptions"
+    requests.delete(f"{base}/{subscription['_id']}", headers=auth, timeout=10).raise_for_status()
+    before = WebhookListener(max_events=messages + warmup + 10)  # its app only, served below
+    httpd = make_server("127.0.0.1", 0, before.app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        target = world.subscribe(f"http://127.0.0.1:{httpd.port}{before.path}")
+        before.add_secret(target["secret"])
+        return _webhook_latencies(
+            before, lambda text: bare.post(path, {"text": text}, headers), messages, warmup
+        )
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+
+
+def measure_listener(deliveries: int = 2000, warmup: int = 200) -> dict[str, float]:
+    """The listener's app on werkzeug, cheroot and waitress, side by side: a delivery's round trip
+    over one kept-alive ``http.client`` connection (werkzeug closes it after every answer, so the
+    client reconnects), and the server process's CPU time per delivery."""
+    import psutil
+
+    secret = "bench-listener-secret-0123456789abcdef0123"  # noqa: S105 - made up for the bench
+    results: dict[str, float] = {}
+    for server in ("werkzeug", "cheroot", "waitress"):
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("listener_servers.py")), server, secret],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            url = process.stdout.readline().strip()
+            if not url:  # cheroot is not a dependency of the package: measured when installed
+                continue
+            path = urlsplit(url).path
+            client = _connected(url)
+            watched = psutil.Process(process.pid)
+            times = []
+            for n in range(warmup + deliveries):
+                if n == warmup:
+                    cpu = watched.cpu_times()
+                payload = {"_id": f"{n:024x}", "text": f"listener {n}", "sender": "v"}
+                delivery = make_delivery(payload, secret)
+                started = time.perf_counter()
+                status, _ = client.post(path, delivery.body, {"x-hook-secret": secret})
+                times.append((time.perf_counter() - started) * 1000)
+                assert status == 200, (server, status)
+            spent = watched.cpu_times()
+            client.close()
+            cpu_s = (spent.user - cpu.user) + (spent.system - cpu.system)
+            measured = times[warmup:]
+            results[f"listener_{server}_p50_ms"] = round(percentile(measured, 0.50), 3)
+            results[f"listener_{server}_p99_ms"] = round(percentile(measured, 0.99), 3)
+            results[f"listener_{server}_cpu_us"] = round(cpu_s / deliveries * 1e6, 1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+            process.stdout.close()
+    return results
 
 
 def _listener_alone(listener, subscription: dict, messages: int, warmup: int) -> list[float]:
@@ -680,7 +761,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--only",
-        choices=["import", "ready", "floor", "latency", "throughput", "room", "notebooks"],
+        choices=[
+            "import",
+            "ready",
+            "floor",
+            "listener",
+            "latency",
+            "throughput",
+            "room",
+            "notebooks",
+        ],
         default=None,
     )
     parser.add_argument("--messages", type=int, default=1000)
@@ -691,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         "import": lambda: results.update(import_s=round(measure_import(), 3)),
         "ready": lambda: results.update(sandbox_ready_s=round(measure_ready(), 3)),
         "floor": lambda: results.update(measure_floor()),
+        "listener": lambda: results.update(measure_listener()),
         "latency": lambda: results.update(measure_latency(messages=args.messages)),
         "throughput": lambda: results.update(measure_throughput(seconds=args.seconds)),
         "room": lambda: results.update(measure_room()),

@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     # the notebook view
     "ConversationView": "tiledesk_tutorial.widgets",
     "render_conversations": "tiledesk_tutorial.widgets",
+    "DeliveryInspector": "tiledesk_tutorial.inspector",
     # the sandbox and the tutorial
     "start_sandbox": "tiledesk_tutorial.sandbox",
     "SandboxHandle": "tiledesk_tutorial.sandbox",
@@ -119,6 +120,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.event_hub import EventHub as EventHub
     from tiledesk_tutorial.event_hub import EventSource as EventSource
     from tiledesk_tutorial.forwarder import WebhookForwarder as WebhookForwarder
+    from tiledesk_tutorial.inspector import DeliveryInspector as DeliveryInspector
     from tiledesk_tutorial.jsonl import read_jsonl as read_jsonl
     from tiledesk_tutorial.listener import ListenerError as ListenerError
     from tiledesk_tutorial.listener import PortInUseError as PortInUseError

@@ -45,11 +45,13 @@ from tiledesk_tutorial.errors import (
 from tiledesk_tutorial.models import (
     AuthResult,
     DeliveryLog,
+    Event,
     Message,
     Project,
     ProjectMembership,
     Request,
     RequestPage,
+    ResentDelivery,
     Subscription,
     User,
 )
@@ -72,6 +74,7 @@ __all__ = ["TiledeskClient", "new_request_id"]
 log = logging.getLogger("tiledesk_tutorial.client")
 
 _MAX_LIMIT = 100  # Tiledesk silently falls back to 40 above this (docs/wire-format.md)
+HISTORY_PAGE = 40  # entries per page of /subscriptions/history
 _STATUS_BY_NAME = {name.lower(): code for code, name in REQUEST_STATUS.items()}
 
 
@@ -692,6 +695,77 @@ class TiledeskClient:
             history = self.subscription_history(project_id=project_id)
         return history
 
+    def find_delivery_log(
+        self,
+        event: Event,
+        *,
+        timeout: float = 5.0,
+        pages: int = 5,
+        project_id: str | None = None,
+    ) -> DeliveryLog | None:
+        """The history entry of the delivery that brought ``event`` (a webhook's), or ``None``.
+
+        Matched on what identifies one delivery body: its subscription (``hook._id``), its
+        ``timestamp`` and its payload's ``_id``, in the newest ``pages`` pages of
+        :meth:`subscription_history` (the newest attempt, when it was sent more than once). A
+        server records a delivery just after sending it, so this asks again (every 0.1 s) for up
+        to ``timeout`` seconds. The project is the event's, unless ``project_id`` is given.
+        """
+        if not isinstance(event, Event):
+            raise InvalidInputError(f"find_delivery_log needs an Event, got {event!r}")
+        pid = project_id or event.project_id or self._pid(None)
+        deadline = time.monotonic() + timeout
+        while True:
+            for page in range(pages):
+                entries = self.subscription_history(project_id=pid, page=page)
+                for entry in entries:
+                    if _same_delivery(entry, event):
+                        return entry
+                if len(entries) < HISTORY_PAGE:
+                    break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def resend_delivery(
+        self,
+        delivery: str | DeliveryLog | Event,
+        *,
+        project_id: str | None = None,
+        timeout: float = 5.0,
+    ) -> ResentDelivery:
+        """Ask the server to send a recorded delivery again; owner or admin role.
+
+        ``delivery`` is an entry of :meth:`subscription_history` (or its ``id``), or an
+        :class:`~tiledesk_tutorial.models.Event` a listener received (its entry is found with
+        :meth:`find_delivery_log`, which waits up to ``timeout`` seconds for the server to record
+        it). The server queues the same body (payload, timestamp, hook) for
+        the subscription's target with a fresh token; it is retried like any delivery and
+        recorded as a new attempt in the history. A receiver that kept the first one sees a
+        duplicate. A sandbox extension (``POST /<project_id>/subscriptions/history/<id>/resend``):
+        a real Tiledesk answers 404.
+        """
+        if isinstance(delivery, Event):
+            project_id = project_id or delivery.project_id
+            entry = self.find_delivery_log(delivery, project_id=project_id, timeout=timeout)
+            if entry is None:
+                raise InvalidInputError(
+                    "this event's delivery is not in the server's delivery history.",
+                    hint="it is older than the history's newest pages, it did not come by "
+                    "webhook, or the server does not record deliveries.",
+                )
+            delivery = entry
+        pid = self._pid(project_id)
+        delivery_id = delivery.id if isinstance(delivery, DeliveryLog) else delivery
+        answer = self._call(
+            "resend_delivery",
+            "POST",
+            (pid, "subscriptions", "history", _check_id(delivery_id, "delivery id"), "resend"),
+            project_id=pid,
+            required_role="admin",
+        )
+        return ResentDelivery.from_json(_object(answer))
+
     # --- the one place calls go through ----------------------------------------------------
 
     def _call(
@@ -811,6 +885,22 @@ def _check_request_id(value: Any) -> str:
             f"the request id {value!r} has a '/' or a space; make one with new_request_id()."
         )
     return value
+
+
+def _same_delivery(entry: DeliveryLog, event: Event) -> bool:
+    """Whether a history entry recorded the delivery body that brought ``event``."""
+    body = entry.request_body
+    if not isinstance(body, dict):
+        return False
+    hook = body.get("hook")
+    payload = body.get("payload")
+    return (
+        body.get("timestamp") == event.timestamp
+        and isinstance(hook, dict)
+        and hook.get("_id") == event.subscription_id
+        and isinstance(payload, dict)
+        and payload.get("_id") == event.payload.get("_id")
+    )
 
 
 def _check_id(value: Any, what: str) -> str:

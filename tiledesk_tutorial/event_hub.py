@@ -38,6 +38,7 @@ __all__ = [
     "EventHub",
     "EventPredicate",
     "EventSource",
+    "Rerun",
 ]
 
 logger = logging.getLogger("tiledesk_tutorial.event_hub")
@@ -84,6 +85,33 @@ class EventSource(Protocol):
 
 
 _STOP = object()
+
+
+@dataclass
+class _Rerun:
+    """An event handed to the ``on_event`` callbacks again (a replay), and how that went."""
+
+    event: Event
+    done: threading.Event = field(default_factory=threading.Event)
+    ran: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """What :meth:`EventHub.rerun` did: how many callbacks ran, and the errors they raised.
+
+    ``finished`` is ``False`` when the callbacks were still running at the timeout.
+    """
+
+    callbacks: int
+    errors: tuple[str, ...]
+    finished: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """Every callback ran, and none raised."""
+        return self.finished and not self.errors
 
 
 @dataclass
@@ -221,6 +249,40 @@ class EventHub:
         with self._cond:
             return key is not None and key in self._keys
 
+    def rerun(self, event: Event, timeout: float = 10.0) -> Rerun:
+        """Hand ``event`` to the ``on_event`` callbacks again (a replay), and wait for them.
+
+        The event is not kept again, and batch callbacks (views, which show it already) are not
+        called. The callbacks run on the worker thread as always, after the events queued before;
+        called from a callback, they run at once on that thread. Errors are counted as usual and
+        returned. Raises :class:`InvalidInputError` when the worker is not running.
+        """
+        item = _Rerun(event)
+        with self._cond:
+            if self._worker is None:
+                raise InvalidInputError(
+                    "the callbacks' worker is not running: start the source first"
+                )
+            on_worker = self._worker is threading.current_thread()
+            if not on_worker:
+                self._inbox.append(item)
+                self._cond.notify_all()
+            each = list(self._each)
+        if on_worker:
+            self._rerun(item, each)
+        finished = item.done.wait(timeout)
+        return Rerun(item.ran, tuple(item.errors), finished)
+
+    def _rerun(self, item: _Rerun, each: list[tuple[Hashable, EventCallback]]) -> None:
+        try:
+            for _, callback in each:
+                error = self._call(callback, item.event)
+                item.ran += 1
+                if error is not None:
+                    item.errors.append(error)
+        finally:
+            item.done.set()
+
     # -- reading ---------------------------------------------------------------------------
     def snapshot(self) -> list[Event]:
         """A copy of the kept events, oldest first."""
@@ -329,7 +391,7 @@ class EventHub:
                         break
                     waits = [b.next_at - moment for b in self._batchers if b.pending]
                     self._cond.wait(min(waits) if waits else None)
-                events: list[Event] = []
+                events: list[Event | _Rerun] = []
                 stop = False
                 while self._inbox:
                     item = self._inbox.popleft()
@@ -347,6 +409,9 @@ class EventHub:
                 self._busy = bool(events or batches)
             try:
                 for event in events:
+                    if isinstance(event, _Rerun):
+                        self._rerun(event, each)
+                        continue
                     for _, callback in each:
                         self._call(callback, event)
                 for callback, batch in batches:
@@ -358,15 +423,17 @@ class EventHub:
             if stop:
                 return
 
-    def _call(self, callback: Callable[[Any], Any], argument: Any) -> None:
+    def _call(self, callback: Callable[[Any], Any], argument: Any) -> str | None:
+        """Run one callback; return its error as one line (``None`` when it did not raise)."""
         try:
             callback(argument)
         except Exception as exc:
             name = getattr(callback, "__qualname__", repr(callback))
+            error = f"{name}: {type(exc).__name__}: {exc}"
             with self._cond:
                 self.callback_errors += 1
                 first = self.callback_errors == 1
-                self.last_callback_error = f"{name}: {type(exc).__name__}: {exc}"
+                self.last_callback_error = error
             if first:
                 logger.warning(
                     "%s callback %s failed: %s: %s (further failures are counted in .stats)",
@@ -377,6 +444,8 @@ class EventHub:
                 )
             else:
                 logger.debug("%s callback %s failed", self.label, name, exc_info=True)
+            return error
+        return None
 
 
 def _key_of(callback: Callable[..., Any]) -> tuple[str, str] | None:

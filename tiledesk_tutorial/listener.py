@@ -1,5 +1,8 @@
 """Receive Tiledesk webhooks in a notebook: a small HTTP server in a background thread.
 
+The Flask app below is served by waitress (:mod:`tiledesk_tutorial.listener_server`): keep-alive,
+four workers, and a bound on the connections it holds.
+
     listener = WebhookListener(port=8099).start()   # re-running the cell replaces it
     listener.add_secret(subscription["secret"])     # from POST /<project>/subscriptions
     listener.on_event(lambda event: print(event.summary()))
@@ -21,24 +24,26 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+import requests
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import (
-    LISTEN_QUEUE,
-    BaseWSGIServer,
-    WSGIRequestHandler,
-    get_sockaddr,
-    make_server,
-    select_address_family,
-)
+from werkzeug.serving import LISTEN_QUEUE, get_sockaddr, select_address_family
 
+from tiledesk_tutorial.delivery_log import MAX_RECORDS, DeliveryLog, DeliveryRecord
 from tiledesk_tutorial.errors import InvalidInputError, TiledeskTutorialError
-from tiledesk_tutorial.event_hub import BatchCallback, EventCallback, EventHub, EventPredicate
+from tiledesk_tutorial.event_hub import (
+    BatchCallback,
+    EventCallback,
+    EventHub,
+    EventPredicate,
+    Rerun,
+)
 from tiledesk_tutorial.jsonl import JsonlWriter
+from tiledesk_tutorial.listener_server import MAX_CONNECTIONS, ListenerServer
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.webhooks import WebhookVerificationError, verify_delivery
 from tiledesk_tutorial.wire import now
@@ -47,6 +52,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "ListenerError",
     "PortInUseError",
+    "ReplayError",
     "WebhookListener",
     "WebhookTimeout",
     "running_listeners",
@@ -66,26 +72,16 @@ class PortInUseError(ListenerError):
     """The port is held by another program (not by a listener of this Python process)."""
 
 
+class ReplayError(ListenerError):
+    """A delivery could not be replayed: it was refused, or the URL to re-POST it to failed."""
+
+
 class WebhookTimeout(ListenerError, TimeoutError):
     """``wait_for`` did not see the events it waited for in time. ``events`` holds what matched."""
 
     def __init__(self, message: str, events: list[Event], *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.events = events
-
-
-# -- the HTTP side ---------------------------------------------------------------------------
-class _QuietRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler without the access log: every request would print into the notebook."""
-
-    # A client that stops sending mid-request is dropped after this many seconds.
-    timeout = 10
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        logger.debug("http: " + message, *args)
 
 
 _RUNNING: dict[int, WebhookListener] = {}
@@ -108,6 +104,12 @@ class WebhookListener:
     listener is an :class:`~tiledesk_tutorial.event_hub.EventSource`: a
     :class:`~tiledesk_tutorial.widgets.ConversationView` follows it.
 
+    Every request that reaches it, kept or refused, is also in :attr:`deliveries` (the last
+    ``max_deliveries``, secrets hidden): what the
+    :class:`~tiledesk_tutorial.inspector.DeliveryInspector` shows. An accepted delivery can be
+    replayed: :meth:`replay` runs the ``on_event`` callbacks again, :meth:`replay_to` POSTs it to
+    any URL (your own handler).
+
     Starting a listener on a port that an earlier listener of this process holds stops that one
     first, so re-running a notebook cell replaces the server instead of failing. Use a fixed
     ``port`` in notebooks for that reason: with ``port=0`` every run gets a new free port.
@@ -125,6 +127,8 @@ class WebhookListener:
         store_file: str | os.PathLike[str] | None = None,
         fsync: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_deliveries: int = MAX_RECORDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(
@@ -134,6 +138,11 @@ class WebhookListener:
         self.path = "/" + path.lstrip("/")
         self.verify_token = verify_token
         self.max_body_bytes = max_body_bytes
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise InvalidInputError(f"max_connections must be a whole number: {max_connections!r}")
+        if max_connections < 4:
+            raise InvalidInputError(f"max_connections must be 4 or more: {max_connections!r}")
+        self.max_connections = max_connections
         self.store_file = Path(store_file) if store_file is not None else None
         self.fsync = fsync
         self._requested_port = port
@@ -143,6 +152,7 @@ class WebhookListener:
             if value is not None:
                 self.add_secret(value)
         self._hub = EventHub(max_events, name="tiledesk-listener-callbacks", label="webhook")
+        self._log = DeliveryLog(max_deliveries)
         self._stats_lock = threading.Lock()
         self._stats: dict[str, Any] = {
             "received": 0,
@@ -151,8 +161,7 @@ class WebhookListener:
             "last_rejection": None,
         }
         self._lifecycle = threading.RLock()
-        self._server: BaseWSGIServer | None = None
-        self._server_thread: threading.Thread | None = None
+        self._server: ListenerServer | None = None
         self._writer: JsonlWriter | None = None
         self._app = self._build_app()
 
@@ -199,8 +208,8 @@ class WebhookListener:
     @property
     def running(self) -> bool:
         """Whether the server thread is serving."""
-        thread = self._server_thread
-        return thread is not None and thread.is_alive()
+        server = self._server
+        return server is not None and server.running
 
     @property
     def port(self) -> int:
@@ -248,30 +257,26 @@ class WebhookListener:
                 if self._requested_port or not self._port:
                     raise
                 sock = self._bind(0)  # the previous free port was taken meanwhile: take another
-            try:
-                server = self._make_server(sock)
-            finally:
-                sock.close()
-            self._server = server
+            server = ListenerServer(
+                self._app,
+                sock,
+                max_body_bytes=self.max_body_bytes,
+                max_connections=self.max_connections,
+                name=f"tiledesk-listener-{sock.getsockname()[1]}",
+            )
             self._port = server.port
             if self.store_file is not None:
                 try:
                     self._writer = JsonlWriter(self.store_file, fsync=self.fsync)
                 except OSError as exc:
-                    server.server_close()
+                    server.stop()
                     raise ListenerError(
                         f"cannot append events to {self.store_file}: {exc.strerror or exc}",
                         hint="choose a store_file in a folder you can write to.",
                     ) from None
             self._hub.name = f"tiledesk-listener-{self._port}-callbacks"
             self._hub.start()
-            self._server_thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name=f"tiledesk-listener-{self._port}",
-                daemon=True,
-            )
-            self._server_thread.start()
+            self._server = server.start()
             with _RUNNING_LOCK:
                 _RUNNING[self._port] = self
             logger.info("webhook listener serving on %s", self.url)
@@ -280,14 +285,9 @@ class WebhookListener:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving, free the port, finish pending callbacks; safe to call twice."""
         with self._lifecycle:
-            server, thread = self._server, self._server_thread
-            self._server = self._server_thread = None
+            server, self._server = self._server, None
             if server is not None:
-                if thread is not None and thread.is_alive():
-                    server.shutdown()  # returns once serve_forever has left its loop
-                    thread.join(timeout)  # serve_forever closes the socket, joins request threads
-                else:
-                    server.server_close()
+                server.stop(timeout)  # closes the socket and every connection
             self._hub.stop(timeout)  # runs the callbacks still due; a callback may call stop()
             if self._writer is not None:
                 self._writer.close()
@@ -307,6 +307,102 @@ class WebhookListener:
     def events(self) -> list[Event]:
         """A snapshot (a new list) of the kept events, oldest first."""
         return self._hub.snapshot()
+
+    @property
+    def app(self) -> Flask:
+        """The Flask app the listener serves (to serve it yourself, or to compare servers)."""
+        return self._app
+
+    @property
+    def deliveries(self) -> list[DeliveryRecord]:
+        """Every request that reached the listener (the last ``max_deliveries``), newest first:
+        verdict, status, reason, headers (secrets hidden), body and time."""
+        return self._log.records()
+
+    @property
+    def delivery_log(self) -> DeliveryLog:
+        """The log behind :attr:`deliveries` (what the inspector follows)."""
+        return self._log
+
+    def wait_for_delivery(
+        self, predicate: Callable[[DeliveryRecord], bool] | None = None, timeout: float = 10
+    ) -> DeliveryRecord:
+        """Wait until a request matching ``predicate`` has reached the listener, whatever its
+        verdict (e.g. ``lambda d: d.number > 4``, or ``d.verdict == "refused"``); return the
+        newest such record. Raises :class:`WebhookTimeout` after ``timeout`` seconds."""
+        found = self._log.wait_for(predicate, timeout)
+        if found is None:
+            raise WebhookTimeout(
+                f"waited {timeout:g} s for a matching request at "
+                f"{self.url if self._port else '?'}; it has received {self._log.received} in all.",
+                [],
+            )
+        return found
+
+    def delivery(self, number: int) -> DeliveryRecord:
+        """The request with this number (``#12`` in the inspector)."""
+        return self._log.get(number)
+
+    def replay(self, delivery: DeliveryRecord | int, timeout: float = 10.0) -> Rerun:
+        """Run the ``on_event`` callbacks again for an accepted delivery, and wait for them.
+
+        What to do after fixing a callback: re-run the cell that defines it (it replaces the old
+        one), then replay the delivery it failed on. The event is not kept a second time and views
+        are not redrawn (they show it already). Returns how many callbacks ran and their errors.
+        """
+        record = self._replayable(delivery)
+        if not self.running:
+            raise ReplayError(
+                "the listener is stopped, so its callbacks are not running.",
+                hint="call listener.start() first.",
+            )
+        assert record.event is not None
+        return self._hub.rerun(record.event, timeout)
+
+    def replay_to(
+        self, delivery: DeliveryRecord | int, url: str, *, timeout: float = 10.0
+    ) -> requests.Response:
+        """POST an accepted delivery again, byte for byte, to ``url`` (your own handler).
+
+        The headers are those Tiledesk sent, ``x-hook-secret`` included, so a handler that
+        checks the secret accepts it. Returns the handler's answer, whatever its status; raises
+        :class:`ReplayError` when the URL cannot be reached.
+        """
+        record = self._replayable(delivery)
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ReplayError(
+                f"cannot POST to {url!r}: give an http:// or https:// URL.",
+                hint="e.g. http://127.0.0.1:5000/webhook for a Flask app on port 5000.",
+            )
+        try:
+            return requests.post(
+                url,
+                data=record.body,
+                headers=record.replay_headers(),
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            if isinstance(exc, requests.ConnectionError):
+                reason = "nothing answers there (connection refused or host unknown)"
+            elif isinstance(exc, requests.Timeout):
+                reason = f"no answer within {timeout:g} s"
+            raise ReplayError(
+                f"could not POST delivery #{record.number} to {url}: {reason}.",
+                hint="is your handler running, on that port and path?",
+            ) from None
+
+    def _replayable(self, delivery: DeliveryRecord | int) -> DeliveryRecord:
+        record = delivery if isinstance(delivery, DeliveryRecord) else self._log.get(delivery)
+        if not record.replayable:
+            raise ReplayError(
+                f"request #{record.number} was {record.verdict} ({record.status}"
+                f"{': ' + record.reason if record.reason else ''}), so there is no delivery to "
+                "replay.",
+                hint="replay a kept delivery (verdict 'kept' or 'duplicate').",
+            )
+        return record
 
     @property
     def last_event(self) -> Event | None:
@@ -376,7 +472,7 @@ class WebhookListener:
 
     # -- internals ------------------------------------------------------------------------
     def _bind(self, port: int) -> socket.socket:
-        """Bind the listening socket ourselves: werkzeug calls sys.exit() when the port is taken."""
+        """Bind the listening socket ourselves, to turn each failure into one clear error."""
         family = select_address_family(self.host, port)
         try:
             address = get_sockaddr(self.host, port, family)
@@ -414,28 +510,6 @@ class WebhookListener:
             )
         return ListenerError(f"cannot listen on {self.host}:{port}: {exc.strerror or exc}")
 
-    def _make_server(self, sock: socket.socket) -> BaseWSGIServer:
-        port = sock.getsockname()[1]
-        try:
-            server = make_server(
-                self.host,
-                port,
-                self._app,
-                threaded=True,
-                request_handler=_QuietRequestHandler,
-                fd=sock.fileno(),
-            )
-        except (SystemExit, OSError) as exc:  # werkzeug exits on bind errors; we pass a bound fd
-            raise ListenerError(f"cannot serve on {self.host}:{port}: {exc}") from None
-        # Errors from a request (a client hanging up) go to our logger, not the notebook.
-        server.log = lambda type, message, *args: logger.debug(  # type: ignore[method-assign]
-            "http %s: " + message, type, *args
-        )
-        server.handle_error = lambda req, addr: logger.debug(  # type: ignore[method-assign]
-            "error while serving %s", addr, exc_info=True
-        )
-        return server
-
     def _build_app(self) -> Flask:
         app = Flask("tiledesk_tutorial.listener")
         app.config["MAX_CONTENT_LENGTH"] = self.max_body_bytes
@@ -446,6 +520,7 @@ class WebhookListener:
             methods=["GET", "POST"],
             provide_automatic_options=False,
         )
+        app.after_request(self._record)
         app.register_error_handler(HTTPException, self._http_error)
         app.register_error_handler(Exception, self._unexpected_error)
         return app
@@ -457,10 +532,14 @@ class WebhookListener:
         with self._stats_lock:
             self._stats["received"] += 1
         body = request.get_data(cache=False)  # raises 413 above max_body_bytes
+        g.body = body
+        # werkzeug rebuilds each header from the WSGI environ on every pass: read them once, for
+        # the check and for the delivery log.
+        g.headers = headers = list(request.headers.items())
         try:
             event = verify_delivery(
                 body,
-                request.headers,
+                dict(headers),
                 self._secrets,
                 verify_token=self.verify_token,
                 received_at=now(),
@@ -473,6 +552,8 @@ class WebhookListener:
         except (OSError, ValueError) as exc:  # ValueError: the file was closed by stop()
             logger.warning("could not append a webhook event to %s: %s", self.store_file, exc)
             return self._reject(500, f"could not store the event: {exc}")
+        g.event = event
+        g.verdict = "kept" if kept else "duplicate"
         if kept:
             with self._stats_lock:
                 self._stats["kept"] += 1
@@ -493,7 +574,26 @@ class WebhookListener:
             "hint": "Tiledesk delivers webhooks here with POST; this page is for checking.",
         }
 
+    def _record(self, response: Response) -> Response:
+        """After every request (answered, refused or failed): note it in :attr:`deliveries`."""
+        verdict = g.get("verdict") or ("refused" if response.status_code >= 400 else "status")
+        self._log.record(
+            received_at=now(),
+            method=request.method,
+            path=request.path,
+            remote=request.remote_addr or "",
+            headers=g.get("headers") or request.headers.items(),
+            body=g.get("body", b""),
+            status=response.status_code,
+            verdict=verdict,
+            reason=g.get("reason"),
+            event=g.get("event") if verdict != "refused" else None,
+        )
+        return response
+
     def _reject(self, status: int, reason: str) -> tuple[dict[str, Any], int]:
+        g.verdict = "refused"
+        g.reason = reason
         with self._stats_lock:
             self._stats["rejected"] += 1
             self._stats["last_rejection"] = f"{status} {reason}"

@@ -40,6 +40,7 @@ __all__ = [
     "ProjectMembership",
     "Request",
     "RequestPage",
+    "ResentDelivery",
     "Subscription",
     "User",
     "parse_time",
@@ -445,6 +446,35 @@ class DeliveryLog(_Model):
     def ok(self) -> bool:
         """True when the target answered 2xx."""
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, repr=False)
+class ResentDelivery(_Model):
+    """A recorded delivery the sandbox has queued to send again (a sandbox extension:
+    ``POST /:project_id/subscriptions/history/:id/resend``).
+
+    ``resent`` is the history entry it repeats; the new attempt shows in the history once made.
+    """
+
+    resent: str
+    event: str | None = None
+    target: str | None = None
+    subscription_id: str | None = None
+    outcome: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ResentDelivery:
+        """Build from the resend route's answer."""
+        d = _dict(data)
+        return cls(
+            resent=_str(d.get("resent")) or "",
+            event=_str(d.get("event")),
+            target=_str(d.get("target")),
+            subscription_id=_str(d.get("id_subscription")),
+            outcome=_str(d.get("outcome")),
+            raw=dict(d),
+        )
 
 
 def _maybe_json(value: Any) -> Any:

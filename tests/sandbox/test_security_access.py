@@ -14,6 +14,7 @@ exact form, and a delivery token's reach.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -65,6 +66,18 @@ class Setup:
         """A new subscription made by the owner; returns its id."""
         target = f"http://127.0.0.1:9/{self.world.request_id()}"
         return self.world.subscribe(target)["_id"]
+
+    def recorded_delivery(self) -> str:
+        """The id of an attempt in the project's delivery history (one is made if none is)."""
+        history = f"/{self.world.project_id}/subscriptions/history"
+        deadline = time.monotonic() + 10
+        self.world.send(self.world.request_id(), "a delivery to record")
+        while time.monotonic() < deadline:
+            entries = self.world.api.get(history, token=self.world.agent_token).json()
+            if entries:
+                return entries[0]["_id"]
+            time.sleep(0.05)
+        raise AssertionError("no delivery was recorded")
 
 
 def _member(sandbox: SandboxHandle, api: Api, world: World, role: str) -> Caller:
@@ -151,6 +164,8 @@ ROUTES = [
           body={"event": "message.create", "target": "http://127.0.0.1:9/created"}),
     Route("list subscriptions", "GET", lambda s: f"/{_pid(s)}/subscriptions", "admin"),
     Route("history", "GET", lambda s: f"/{_pid(s)}/subscriptions/history", "admin"),
+    Route("resend a delivery", "POST",
+          lambda s: f"/{_pid(s)}/subscriptions/history/{{delivery}}/resend", "admin"),
     Route("get subscription", "GET", lambda s: f"/{_pid(s)}/subscriptions/{{subscription}}",
           "admin"),
     Route("delete subscription", "DELETE",
@@ -200,6 +215,8 @@ def test_every_route_against_every_caller(setup: Setup, prefix: str) -> None:
             path = path.replace("{fresh}", rid)
         if "{subscription}" in path:
             path = path.replace("{subscription}", setup.fresh_subscription())
+        if "{delivery}" in path:
+            path = path.replace("{delivery}", setup.recorded_delivery())
         response = setup.world.api.call(
             route.method, prefix + path, json=route.body, token=caller.header
         )
@@ -231,6 +248,7 @@ def test_the_table_covers_every_project_route(setup: Setup) -> None:
     for route in ROUTES:
         path = route.path(setup).replace(setup.conversation, "<rid>").replace("{fresh}", "<rid>")
         path = path.replace(setup.world.project_id, "<pid>").replace("{subscription}", "<sid>")
+        path = path.replace("{delivery}", "<hid>")
         tested.add((route.method, path.replace("/projects/<pid>", "/projects/<project_id>")))
     assert served - public == tested
 

@@ -31,6 +31,7 @@ from tiledesk_tutorial.sandbox.asgi import Request, Response, json_response, tex
 from tiledesk_tutorial.sandbox.console import CONSOLE_PATHS, console_page
 from tiledesk_tutorial.sandbox.conversations import Conversations, int_param
 from tiledesk_tutorial.sandbox.errors import ApiError
+from tiledesk_tutorial.sandbox.resend import Resends
 from tiledesk_tutorial.sandbox.subscriptions import Subscriptions
 from tiledesk_tutorial.wire import SECRET_HEADER
 
@@ -52,11 +53,13 @@ class Api:
         conversations: Conversations,
         subscriptions: Subscriptions,
         blocking: Executor,
+        resends: Resends,
     ) -> None:
         self.auth = auth
         self.accounts = accounts
         self.conversations = conversations
         self.subscriptions = subscriptions
+        self.resends = resends
         self._blocking = blocking
 
     async def off_loop(self, function: Callable[..., _T], *args: Any) -> _T:
@@ -224,6 +227,14 @@ class Api:
         page = int_param(request.query, "page", 0, minimum=0)
         return json_response(200, self.subscriptions.history(project["_id"], page))
 
+    async def resend(
+        self, request: Request, caller: Principal, project: dict, hid: str
+    ) -> Response:
+        """``POST /:pid/subscriptions/history/:id/resend`` (a sandbox extension; owner or admin)."""
+        self.auth.require(caller, project["_id"], "admin")
+        await read_body(request)
+        return json_response(200, self.resends.resend(project["_id"], hid))
+
     async def get_subscription(
         self, request: Request, caller: Principal, project: dict, sid: str
     ) -> Response:
@@ -269,6 +280,7 @@ PROJECT_ROUTES = Map(
         Rule("/<pid>/subscriptions", endpoint=Api.create_subscription, methods=["POST"]),
         Rule("/<pid>/subscriptions", endpoint=Api.list_subscriptions, methods=["GET"]),
         Rule("/<pid>/subscriptions/history", endpoint=Api.history, methods=["GET"]),
+        Rule("/<pid>/subscriptions/history/<hid>/resend", endpoint=Api.resend, methods=["POST"]),
         Rule("/<pid>/subscriptions/<sid>", endpoint=Api.get_subscription, methods=["GET"]),
         Rule("/<pid>/subscriptions/<sid>", endpoint=Api.delete_subscription, methods=["DELETE"]),
     ],

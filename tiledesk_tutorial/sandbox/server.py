@@ -34,6 +34,7 @@ from tiledesk_tutorial.sandbox.protocols import (
     SandboxWebSocketProtocol,
 )
 from tiledesk_tutorial.sandbox.realtime import DEFAULT_QUEUE_BYTES, Realtime
+from tiledesk_tutorial.sandbox.resend import Resends
 from tiledesk_tutorial.sandbox.room import Room
 from tiledesk_tutorial.sandbox.store import Store
 from tiledesk_tutorial.sandbox.subscriptions import Outbox, Subscriptions
@@ -99,7 +100,7 @@ class SandboxHandle:
             KEY_DERIVATION_THREADS, thread_name_prefix="sandbox-kdf"
         )
         api = Api(self.auth, self.accounts, self.conversations, self.subscriptions,
-                  self._key_derivation)  # fmt: skip
+                  self._key_derivation, Resends(feed))  # fmt: skip
         http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
             SandboxApp(api, self.realtime, prefixes, room=self.room),
