@@ -364,3 +364,26 @@ def frame_heartbeat(text: str = HEARTBEAT_PING) -> str:
 def frame_publish(topic: str, method: RealtimeMethod, message: Any) -> str:
     """The server's frame carrying ``message`` (an object, or an array for a snapshot)."""
     return frame("publish", {"topic": topic, "method": method, "message": message})
+
+
+# ----------------------------------------------------------------------------- rich messages
+
+#: The message types a conversation carries (the real server accepts any string).
+MESSAGE_TYPES = ("text", "image", "file")
+#: Chat uploads: ``POST /:pid/files/chat`` (multipart, field ``file``), read back with
+#: ``GET /:pid/files?path=<filename>``.
+UPLOAD_FIELD = "file"
+#: The real server's allow-list of chat upload extensions, and the media type each is served as.
+UPLOAD_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+}
+#: The real server's default upload limit (1 MB).
+UPLOAD_LIMIT = 1024 * 1024
+#: The rating a visitor gives a conversation: ``PATCH /:pid/requests/:rid/rating``.
+RATING_MIN = 1
+RATING_MAX = 5

@@ -55,6 +55,7 @@ class Setup:
     other: World
     callers: dict[str, Caller]
     conversation: str
+    _uploaded: str | None = None
 
     def fresh_conversation(self) -> tuple[str, list[str]]:
         """A new conversation started by the visitor; returns its id and its participants."""
@@ -66,6 +67,18 @@ class Setup:
         """A new subscription made by the owner; returns its id."""
         target = f"http://127.0.0.1:9/{self.world.request_id()}"
         return self.world.subscribe(target)["_id"]
+
+    def uploaded_file(self) -> str:
+        """The filename of a chat file the owner uploaded (one is uploaded the first time)."""
+        if self._uploaded is None:
+            answer = self.world.api.post(
+                f"/{self.world.project_id}/files/chat",
+                files={"file": ("shared.txt", b"a shared note", "text/plain")},
+                token=self.world.agent_token,
+            )
+            assert answer.status_code == 201, answer.text
+            self._uploaded = answer.json()["filename"]
+        return self._uploaded
 
     def recorded_delivery(self) -> str:
         """The id of an attempt in the project's delivery history (one is made if none is)."""
@@ -142,6 +155,7 @@ class Route:
     subscription: bool = False
     body: dict | None = None
     success: int = 200
+    files: dict | None = None  # a multipart body instead of JSON
 
 
 def _pid(s: Setup) -> str:
@@ -160,6 +174,14 @@ ROUTES = [
     Route("close", "PUT", lambda s: f"/{_pid(s)}/requests/{{fresh}}/close", "agent",
           subscription=True),
     Route("close as visitor", "PUT", lambda s: f"/{_pid(s)}/requests/{{fresh}}/closeg", "guest"),
+    Route("reopen", "PUT", lambda s: f"/{_pid(s)}/requests/{{fresh}}/reopen", "agent",
+          subscription=True),
+    Route("rate", "PATCH", lambda s: f"/{_pid(s)}/requests/{{fresh}}/rating", "guest",
+          body={"rating": 4, "rating_message": "ok"}),
+    Route("upload a chat file", "POST", lambda s: f"/{_pid(s)}/files/chat", "guest",
+          files={"file": ("note.txt", b"hello", "text/plain")}, success=201),
+    Route("download a file", "GET", lambda s: f"/{_pid(s)}/files?path={{file}}", "guest",
+          subscription=True),
     Route("create subscription", "POST", lambda s: f"/{_pid(s)}/subscriptions", "admin",
           body={"event": "message.create", "target": "http://127.0.0.1:9/created"}),
     Route("list subscriptions", "GET", lambda s: f"/{_pid(s)}/subscriptions", "admin"),
@@ -217,8 +239,10 @@ def test_every_route_against_every_caller(setup: Setup, prefix: str) -> None:
             path = path.replace("{subscription}", setup.fresh_subscription())
         if "{delivery}" in path:
             path = path.replace("{delivery}", setup.recorded_delivery())
+        if "{file}" in path:
+            path = path.replace("{file}", setup.uploaded_file())
         response = setup.world.api.call(
-            route.method, prefix + path, json=route.body, token=caller.header
+            route.method, prefix + path, json=route.body, files=route.files, token=caller.header
         )
         status, body = expected(route, caller, participants)
         got_body: object = response.text if status == 401 else None
@@ -248,7 +272,7 @@ def test_the_table_covers_every_project_route(setup: Setup) -> None:
     for route in ROUTES:
         path = route.path(setup).replace(setup.conversation, "<rid>").replace("{fresh}", "<rid>")
         path = path.replace(setup.world.project_id, "<pid>").replace("{subscription}", "<sid>")
-        path = path.replace("{delivery}", "<hid>")
+        path = path.replace("{delivery}", "<hid>").split("?", 1)[0]
         tested.add((route.method, path.replace("/projects/<pid>", "/projects/<project_id>")))
     assert served - public == tested
 

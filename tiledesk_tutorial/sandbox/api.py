@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import io
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -23,17 +24,26 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
 from werkzeug.routing import Map, Rule
 
 from tiledesk_tutorial.sandbox.access import Authenticator, Principal
 from tiledesk_tutorial.sandbox.accounts import Accounts
-from tiledesk_tutorial.sandbox.asgi import Request, Response, json_response, text_response
+from tiledesk_tutorial.sandbox.asgi import (
+    Request,
+    Response,
+    json_response,
+    text_response,
+    too_large,
+)
 from tiledesk_tutorial.sandbox.console import CONSOLE_PATHS, console_page
 from tiledesk_tutorial.sandbox.conversations import Conversations, int_param
 from tiledesk_tutorial.sandbox.errors import ApiError
+from tiledesk_tutorial.sandbox.files import Files
 from tiledesk_tutorial.sandbox.resend import Resends
 from tiledesk_tutorial.sandbox.subscriptions import Subscriptions
-from tiledesk_tutorial.wire import SECRET_HEADER
+from tiledesk_tutorial.wire import SECRET_HEADER, UPLOAD_FIELD
 
 MAX_BODY_DEPTH = 100  # levels of nesting in a JSON body; real Tiledesk bodies use a handful
 HEALTH_TEXT = (
@@ -54,12 +64,14 @@ class Api:
         subscriptions: Subscriptions,
         blocking: Executor,
         resends: Resends,
+        files: Files,
     ) -> None:
         self.auth = auth
         self.accounts = accounts
         self.conversations = conversations
         self.subscriptions = subscriptions
         self.resends = resends
+        self.files = files
         self._blocking = blocking
 
     async def off_loop(self, function: Callable[..., _T], *args: Any) -> _T:
@@ -204,6 +216,52 @@ class Api:
             self.conversations.close_request(caller, member, project["_id"], rid, as_visitor=True),
         )
 
+    async def reopen(
+        self, request: Request, caller: Principal, project: dict, rid: str
+    ) -> Response:
+        """``PUT /:pid/requests/:rid/reopen`` (agents)."""
+        member = self.auth.require(caller, project["_id"], "agent", subscription_allowed=True)
+        await read_body(request)
+        return json_response(
+            200, self.conversations.reopen_request(caller, member, project["_id"], rid)
+        )
+
+    async def rating(
+        self, request: Request, caller: Principal, project: dict, rid: str
+    ) -> Response:
+        """``PATCH /:pid/requests/:rid/rating``: the visitor's rating and comment."""
+        member = self.auth.require(caller, project["_id"], "guest")
+        body = await read_body(request)
+        return json_response(
+            200, self.conversations.rate_request(caller, member, project["_id"], rid, body)
+        )
+
+    async def upload_chat_file(
+        self, request: Request, caller: Principal, project: dict
+    ) -> Response:
+        """``POST /:pid/files/chat``: one multipart file, field ``file``; 201 with its filename."""
+        self.auth.require(caller, project["_id"], "guest")
+        name, data = await read_upload(request, self.files.limit)
+        return json_response(201, self.files.save(project["_id"], caller.id, name, data))
+
+    async def download_file(self, request: Request, caller: Principal, project: dict) -> Response:
+        """``GET /:pid/files?path=<filename>``: the file, with its media type."""
+        self.auth.require(caller, project["_id"], "guest", subscription_allowed=True)
+        path = request.query.get("path")
+        if not path:
+            raise ApiError(400, {"success": False, "error": "Give the file as ?path=<filename>."})
+        stored = self.files.get(project["_id"], path)
+        data = await self.off_loop(stored.disk_path.read_bytes)
+        return Response(
+            200,
+            data,
+            {
+                "Content-Type": stored.content_type,
+                "X-Content-Type-Options": "nosniff",
+                "Content-Disposition": f'inline; filename="{stored.filename.rsplit("/", 1)[-1]}"',
+            },
+        )
+
     async def create_subscription(
         self, request: Request, caller: Principal, project: dict
     ) -> Response:
@@ -277,6 +335,10 @@ PROJECT_ROUTES = Map(
         Rule("/<pid>/requests/<rid>/messages", endpoint=Api.list_messages, methods=["GET"]),
         Rule("/<pid>/requests/<rid>/close", endpoint=Api.close, methods=["PUT"]),
         Rule("/<pid>/requests/<rid>/closeg", endpoint=Api.closeg, methods=["PUT"]),
+        Rule("/<pid>/requests/<rid>/reopen", endpoint=Api.reopen, methods=["PUT"]),
+        Rule("/<pid>/requests/<rid>/rating", endpoint=Api.rating, methods=["PATCH"]),
+        Rule("/<pid>/files/chat", endpoint=Api.upload_chat_file, methods=["POST"]),
+        Rule("/<pid>/files", endpoint=Api.download_file, methods=["GET"]),
         Rule("/<pid>/subscriptions", endpoint=Api.create_subscription, methods=["POST"]),
         Rule("/<pid>/subscriptions", endpoint=Api.list_subscriptions, methods=["GET"]),
         Rule("/<pid>/subscriptions/history", endpoint=Api.history, methods=["GET"]),
@@ -315,6 +377,41 @@ async def read_body(request: Request) -> dict[str, Any]:
     if problem:
         raise ApiError(400, {"err": problem})
     return value
+
+
+#: Room for the multipart framing around a file at the upload limit.
+_MULTIPART_OVERHEAD = 16 * 1024
+
+
+async def read_upload(request: Request, limit: int) -> tuple[str, bytes]:
+    """The name and bytes of the multipart field ``file``; 413 past ``limit``, 400 without it."""
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(
+            400,
+            {
+                "success": False,
+                "error": f"Send the file as multipart/form-data, field '{UPLOAD_FIELD}'.",
+            },
+        )
+    raw = await request.body(limit + _MULTIPART_OVERHEAD)
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    try:
+        _, _, files = FormDataParser().parse(
+            io.BytesIO(raw), "multipart/form-data", len(raw), options
+        )
+    except ValueError:
+        raise ApiError(
+            400, {"success": False, "error": "The multipart body is malformed."}
+        ) from None
+    upload = files.get(UPLOAD_FIELD)
+    if upload is None or not upload.filename:
+        raise ApiError(
+            400, {"success": False, "error": f"No file in the multipart field '{UPLOAD_FIELD}'."}
+        )
+    data = upload.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit)
+    return upload.filename, data
 
 
 def _refuse_constant(name: str) -> Any:

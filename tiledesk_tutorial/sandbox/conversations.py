@@ -17,7 +17,18 @@ from tiledesk_tutorial.sandbox.access import Membership, Principal
 from tiledesk_tutorial.sandbox.changes import ChangeFeed, Changes
 from tiledesk_tutorial.sandbox.errors import ApiError, forbidden, object_not_found, validation
 from tiledesk_tutorial.sandbox.store import Store, dumps
-from tiledesk_tutorial.wire import STATUS_CLOSED, iso, new_object_id, now, parse_time
+from tiledesk_tutorial.wire import (
+    MESSAGE_TYPES,
+    RATING_MAX,
+    RATING_MIN,
+    STATUS_ASSIGNED,
+    STATUS_CLOSED,
+    STATUS_UNASSIGNED,
+    iso,
+    new_object_id,
+    now,
+    parse_time,
+)
 
 MAX_REQUEST_ID = 256
 _MAX_TEXT_FIELD = 200
@@ -458,6 +469,111 @@ class Conversations:
                 request = self._close(conn, changes, caller, request, messages, at)
         return docs.render_request(request)
 
+    def reopen_request(
+        self, caller: Principal, member: Membership, project_id: str, request_id: str
+    ) -> dict[str, Any]:
+        """``PUT .../reopen``: a closed conversation is open again (agents).
+
+        Emits ``request.update`` then the system message "Chat reopened" (``message.create``).
+        Reopening an open conversation changes nothing and announces nothing.
+        """
+        at = now()
+        with self.feed.transaction() as (conn, changes):
+            request = self._locked_request(conn, project_id, request_id)
+            if request["status"] != STATUS_CLOSED:
+                return docs.render_request(request)
+            request = dict(request)
+            request["status"] = (
+                STATUS_ASSIGNED if request.get("participantsAgents") else STATUS_UNASSIGNED
+            )
+            request["updatedAt"] = iso(at)
+            self._save_request(conn, request)
+            changes.emit(conn, "request.update", docs.lean_request(request), at, request=request)
+            self._system_message(
+                conn,
+                changes,
+                request,
+                "Chat reopened",
+                {
+                    "subtype": "info/support",
+                    "updateconversation": True,
+                    "messagelabel": {"key": "CHAT_REOPENED"},
+                },
+                at,
+            )
+        return docs.render_request(request)
+
+    def rate_request(
+        self,
+        caller: Principal,
+        member: Membership,
+        project_id: str,
+        request_id: str,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        """``PATCH .../rating``: the visitor's rating (1-5) and comment; ``request.update``."""
+        rating, comment = _check_rating(body)
+        at = now()
+        with self.feed.transaction() as (conn, changes):
+            row = conn.execute(
+                "SELECT doc FROM requests WHERE id_project = ? AND request_id = ?",
+                (project_id, request_id),
+            ).fetchone()
+            if row is None:
+                raise ApiError(404, {"success": False, "msg": "Request not found"})
+            request = json.loads(row[0])
+            self._check_conversation_access(caller, member, request)
+            request["rating"] = rating
+            if comment is not None:
+                request["rating_message"] = comment
+            request["updatedAt"] = iso(at)
+            self._save_request(conn, request)
+            changes.emit(conn, "request.update", docs.lean_request(request), at, request=request)
+        return docs.render_request(request)
+
+    def _locked_request(
+        self, conn: sqlite3.Connection, project_id: str, request_id: str
+    ) -> dict[str, Any]:
+        row = conn.execute(
+            "SELECT doc FROM requests WHERE id_project = ? AND request_id = ?",
+            (project_id, request_id),
+        ).fetchone()
+        if row is None:
+            raise ApiError(404, {"success": False, "error": "Request not found"})
+        return json.loads(row[0])
+
+    def _system_message(
+        self,
+        conn: sqlite3.Connection,
+        changes: Changes,
+        request: dict[str, Any],
+        text: str,
+        attributes: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        info = docs.message_doc(
+            new_object_id(),
+            request["id_project"],
+            request["request_id"],
+            "system",
+            "Bot",
+            "system",
+            at,
+            {"text": text, "attributes": attributes},
+        )
+        conn.execute(
+            "INSERT INTO messages (id, id_project, recipient, doc) VALUES (?, ?, ?, ?)",
+            (info["_id"], request["id_project"], request["request_id"], dumps(info)),
+        )
+        changes.emit(
+            conn,
+            "message.create",
+            {**info, "request": docs.lean_request(request)},
+            at,
+            request=request,
+            message=info,
+        )
+
     def _close(
         self,
         conn: sqlite3.Connection,
@@ -467,7 +583,6 @@ class Conversations:
         messages: list[dict[str, Any]],
         at: datetime,
     ) -> dict[str, Any]:
-        project_id = request["id_project"]
         request = dict(request)
         request["status"] = STATUS_CLOSED
         request["updatedAt"] = iso(at)
@@ -478,36 +593,33 @@ class Conversations:
         request["closed_at"] = iso(at)
         self._save_request(conn, request)
         changes.emit(conn, "request.close", _close_payload(request, messages), at, request=request)
-        info = docs.message_doc(
-            new_object_id(),
-            project_id,
-            request["request_id"],
-            "system",
-            "Bot",
-            "system",
-            at,
-            {
-                "text": "Chat closed",
-                "attributes": {
-                    "subtype": "info/support",
-                    "updateconversation": False,
-                    "messagelabel": {"key": "CHAT_CLOSED"},
-                },
-            },
-        )
-        conn.execute(
-            "INSERT INTO messages (id, id_project, recipient, doc) VALUES (?, ?, ?, ?)",
-            (info["_id"], project_id, request["request_id"], dumps(info)),
-        )
-        changes.emit(
+        self._system_message(
             conn,
-            "message.create",
-            {**info, "request": docs.lean_request(request)},
+            changes,
+            request,
+            "Chat closed",
+            {
+                "subtype": "info/support",
+                "updateconversation": False,
+                "messagelabel": {"key": "CHAT_CLOSED"},
+            },
             at,
-            request=request,
-            message=info,
         )
         return request
+
+
+def _check_rating(body: dict[str, Any]) -> tuple[int, str | None]:
+    rating = body.get("rating")
+    if isinstance(rating, bool) or not isinstance(rating, int | float) or rating != int(rating):
+        raise validation(
+            "rating", rating, f"Must be a whole number from {RATING_MIN} to {RATING_MAX}"
+        )
+    if not RATING_MIN <= rating <= RATING_MAX:
+        raise validation("rating", rating, f"Must be from {RATING_MIN} to {RATING_MAX}")
+    message = body.get("rating_message")
+    if message is not None and not isinstance(message, str):
+        raise validation("rating_message", message, "Must be a string")
+    return int(rating), message
 
 
 def _check_message_body(body: dict[str, Any]) -> None:
@@ -515,6 +627,9 @@ def _check_message_body(body: dict[str, Any]) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, str):
             raise validation(name, value, "Must be a string")
+    if body.get("type") is not None and body["type"] not in MESSAGE_TYPES:
+        # Tiledesk stores any type string; a widget then shows it as nothing. Refused here.
+        raise validation("type", body["type"][:40], f"Must be one of {', '.join(MESSAGE_TYPES)}")
     for name in ("attributes", "metadata", "channel"):
         value = body.get(name)
         if value is not None and not isinstance(value, dict):

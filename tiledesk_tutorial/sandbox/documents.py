@@ -18,7 +18,7 @@ REQUEST_ORDER = (
     "first_text", "subject", "department", "assigned_at", "id_project", "createdBy", "channel",
     "tags", "notes", "language", "sourcePage", "userAgent", "createdAt", "snapshot",
     "channelOutbound", "smartAssignment", "updatedAt", "ticket_id", "__v", "attributes",
-    "transcript", "duration", "closed_by", "closed_at",
+    "transcript", "duration", "closed_by", "closed_at", "rating", "rating_message",
 )  # fmt: skip
 MESSAGE_ORDER = (
     "senderFullname", "type", "channel_type", "status", "_id", "sender", "recipient", "text",

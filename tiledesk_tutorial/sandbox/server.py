@@ -28,6 +28,7 @@ from tiledesk_tutorial.sandbox.changes import ChangeFeed, Changes
 from tiledesk_tutorial.sandbox.conversations import Conversations
 from tiledesk_tutorial.sandbox.delivery import DeliveryWorker, RetryPolicy
 from tiledesk_tutorial.sandbox.errors import SandboxError
+from tiledesk_tutorial.sandbox.files import Files
 from tiledesk_tutorial.sandbox.protocols import (
     HEAD_TIMEOUT,
     SandboxHttpProtocol,
@@ -100,7 +101,8 @@ class SandboxHandle:
             KEY_DERIVATION_THREADS, thread_name_prefix="sandbox-kdf"
         )
         api = Api(self.auth, self.accounts, self.conversations, self.subscriptions,
-                  self._key_derivation, Resends(feed))  # fmt: skip
+                  self._key_derivation, Resends(feed),
+                  Files(self.store, Path(data_dir) / "files"))  # fmt: skip
         http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
             SandboxApp(api, self.realtime, prefixes, room=self.room),

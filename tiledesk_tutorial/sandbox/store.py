@@ -56,6 +56,9 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
 CREATE TABLE IF NOT EXISTS delivery_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id_project TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS delivery_log_by_project ON delivery_log (id_project, seq);
+CREATE TABLE IF NOT EXISTS files (
+    filename TEXT PRIMARY KEY, id_project TEXT NOT NULL, disk_name TEXT NOT NULL,
+    doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 

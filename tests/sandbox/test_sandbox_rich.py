@@ -1,0 +1,233 @@
+"""Rich conversations: image and file messages, chat uploads, reopen and rating.
+
+Each test replays a recording of the real server (tests/transcripts/rich/) against the sandbox
+over real HTTP and compares status, headers and the body's shape; the webhooks of the whole flow
+are compared with the recorded deliveries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support.replay_server import TRANSCRIPTS, load_transcript
+from support.sandbox import Receiver, World, make_world, shape
+
+from tiledesk_tutorial.sandbox import SandboxHandle
+from tiledesk_tutorial.wire import UPLOAD_LIMIT
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG (the recordings upload one)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00\xff")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def recorded(name: str) -> Any:
+    """The recorded body of ``rich/<name>``."""
+    return load_transcript(f"rich/{name}").response_json
+
+
+def recorded_deliveries() -> list[dict[str, Any]]:
+    """The webhook bodies recorded in rich/52, in order."""
+    text = (TRANSCRIPTS / "rich" / "52-webhook-deliveries-rich.txt").read_text()
+    parts = re.split(r"^=== .*$", text, flags=re.M)[1:]
+    return [json.loads(part.split("\n\n", 1)[1]) for part in parts]
+
+
+@pytest.fixture
+def world(sandbox: SandboxHandle) -> Iterator[World]:
+    """The recorded cast on a fresh sandbox."""
+    w = make_world(sandbox.url)
+    yield w
+    w.api.close()
+
+
+def upload(world: World, name: str, data: bytes, content_type: str = "image/png") -> Any:
+    """``POST /:pid/files/chat`` as the visitor, multipart field ``file``."""
+    return world.api.post(
+        f"/{world.project_id}/files/chat",
+        files={"file": (name, data, content_type)},
+        token=world.visitor_token,
+    )
+
+
+def test_image_and_file_messages_answer_the_recorded_shape(world: World) -> None:
+    rid = world.request_id()
+    world.send(rid, "Hello, here is a photo of the damaged box")
+    for name in ("41-visitor-image-message", "43-visitor-file-message"):
+        sent = json.loads(load_transcript(f"rich/{name}").request_body)
+        answer = world.api.post(world.messages_path(rid), json=sent, token=world.visitor_token)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["type"] == sent["type"]
+        assert body["metadata"] == sent["metadata"] == recorded(name)["metadata"]
+        assert list(body)[:12] == list(recorded(name))[:12]
+    listed = world.api.get(world.messages_path(rid), token=world.visitor_token).json()
+    history = recorded("45-get-messages-rich")
+    visitor_types = [m["type"] for m in history if m["sender"] == history[0]["sender"]]
+    assert [m["type"] for m in listed] == visitor_types[:3] == ["text", "image", "file"]
+    assert shape(listed[1]["metadata"]) == shape(history[1]["metadata"])
+
+
+def test_unknown_message_type_is_refused_where_the_real_server_stores_it(world: World) -> None:
+    rid = world.request_id()
+    world.send(rid, "Hello")
+    answer = world.api.post(
+        world.messages_path(rid), json={"text": "x", "type": "hologram"}, token=world.visitor_token
+    )
+    assert load_transcript("rich/44").reply.status == 200  # the real server is loose
+    assert answer.status_code == 422
+    assert "text, image, file" in answer.text
+
+
+def test_upload_then_download_byte_for_byte_with_the_recorded_headers(world: World) -> None:
+    data = tiny_png()
+    answer = upload(world, "tiny.png", data)
+    assert answer.status_code == load_transcript("rich/46").reply.status == 201
+    body = answer.json()
+    assert shape(body) == shape(recorded("46-visitor-upload-chat-file"))
+    assert body["message"] == "File uploaded successfully"
+    assert re.fullmatch(
+        rf"uploads/users/{re.escape(world.visitor_id)}/files/[0-9a-f-]{{36}}/tiny\.png",
+        body["filename"],
+    )
+    download = world.api.get(
+        f"/{world.project_id}/files", params={"path": body["filename"]}, token=world.agent_token
+    )
+    recorded_download = load_transcript("rich/47")
+    assert download.status_code == recorded_download.reply.status == 200
+    assert download.headers["Content-Type"] == dict(recorded_download.reply.headers)["Content-Type"]
+    assert download.content == data
+    assert download.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_upload_refusals_disallowed_too_large_mismatched_and_missing(world: World) -> None:
+    refused = upload(world, "evil.exe", b"MZ\x90\x00", "application/octet-stream")
+    assert refused.status_code == load_transcript("rich/48").reply.status == 403
+    assert refused.json() == recorded("48-err-upload-disallowed-extension")
+    too_big = upload(world, "big.txt", b"a" * (UPLOAD_LIMIT + 1), "text/plain")
+    assert too_big.status_code == 413
+    fake = upload(world, "photo.png", b"<script>alert(1)</script>", "image/png")
+    assert fake.status_code == 400 and "not image/png" in fake.json()["error"]
+    no_file = world.api.post(
+        f"/{world.project_id}/files/chat", data={"x": "1"}, token=world.visitor_token
+    )
+    assert no_file.status_code == 400
+    unknown = world.api.get(
+        f"/{world.project_id}/files", params={"path": "uploads/nope"}, token=world.agent_token
+    )
+    assert unknown.status_code == 404
+    anonymous = world.api.post(
+        f"/{world.project_id}/files/chat", files={"file": ("a.txt", b"hi", "text/plain")}
+    )
+    assert anonymous.status_code == 401
+
+
+def test_a_hostile_file_name_is_stored_under_a_safe_name(world: World) -> None:
+    answer = upload(world, '../../<img src=x onerror=alert(1)>".txt', b"hello", "text/plain")
+    assert answer.status_code == 201
+    last = answer.json()["filename"].rsplit("/", 1)[-1]
+    assert re.fullmatch(r"[A-Za-z0-9._-]+\.txt", last)
+
+
+def test_uploads_survive_a_restart(tmp_path) -> None:
+    from support.fast_retries import FAST_RETRIES
+
+    from tiledesk_tutorial.sandbox import start_sandbox
+
+    data = tiny_png()
+    with start_sandbox(port=0, data_dir=tmp_path, retry_policy=FAST_RETRIES) as first:
+        w = make_world(first.url)
+        filename = upload(w, "tiny.png", data).json()["filename"]
+        agent_token, project_id = w.agent_token, w.project_id
+        w.api.close()
+    with start_sandbox(port=0, data_dir=tmp_path, retry_policy=FAST_RETRIES) as second:
+        from support.sandbox import Api
+
+        api = Api(second.url)
+        again = api.get(f"/{project_id}/files", params={"path": filename}, token=agent_token)
+        api.close()
+    assert again.status_code == 200 and again.content == data
+
+
+def test_close_reopen_and_rate_as_recorded_with_their_webhooks(world: World) -> None:
+    receiver = Receiver()
+    try:
+        for event in ("message.create", "request.update"):
+            world.subscribe(receiver.url, event)
+        rid = world.request_id()
+        world.send(rid, "Hello, here is a photo of the damaged box")
+        world.send(rid, "Thanks, I see it.", as_agent=True)
+        base = f"/{world.project_id}/requests/{rid}"
+        closed = world.api.put(f"{base}/close", json={}, token=world.agent_token)
+        assert closed.status_code == 200 and closed.json()["status"] == 1000
+        before = len(receiver.wait(4))  # 2 messages, the close update, "Chat closed"
+        reopened = world.api.put(f"{base}/reopen", json={}, token=world.agent_token)
+        assert reopened.status_code == 200
+        assert reopened.json()["status"] == recorded("50-reopen-request")["status"] == 200
+        assert reopened.json()["closed_at"] == closed.json()["closed_at"]  # kept, as recorded
+        rating = json.loads(load_transcript("rich/51a").request_body)
+        rated = world.api.call("PATCH", f"{base}/rating", json=rating, token=world.visitor_token)
+        assert rated.status_code == 200
+        rated_body = rated.json()
+        assert (
+            rated_body["rating"] == 5 and rated_body["rating_message"] == rating["rating_message"]
+        )
+        keys = list(rated_body)
+        assert keys.index("closed_at") + 1 == keys.index("rating")  # the recorded order
+        deliveries = receiver.wait(before + 3)[before:]
+        recorded_tail = recorded_deliveries()[-3:]
+        assert [d.body["hook"]["event"] for d in deliveries] == [
+            d["hook"]["event"] for d in recorded_tail
+        ]
+        reopen_info = deliveries[1].body["payload"]
+        assert reopen_info["text"] == "Chat reopened"
+        assert reopen_info["attributes"] == recorded_tail[1]["payload"]["attributes"]
+        assert deliveries[2].body["payload"]["rating"] == 5
+        fetched = world.api.get(base, token=world.agent_token).json()
+        assert fetched["rating"] == recorded("51c-get-request-after-rating")["rating"]
+    finally:
+        receiver.stop()
+
+
+def test_rating_refusals(world: World) -> None:
+    unknown = world.api.call(
+        "PATCH",
+        f"/{world.project_id}/requests/support-group-nope/rating",
+        json={"rating": 1},
+        token=world.visitor_token,
+    )
+    assert unknown.status_code == load_transcript("rich/51b").reply.status == 404
+    assert unknown.json() == recorded("51b-err-rating-unknown-request")
+    rid = world.request_id()
+    world.send(rid, "Hello")
+    for bad in ({"rating": 6}, {"rating": 0}, {"rating": "5"}, {"rating": 2.5}, {}):
+        answer = world.api.call(
+            "PATCH",
+            f"/{world.project_id}/requests/{rid}/rating",
+            json=bad,
+            token=world.visitor_token,
+        )
+        assert answer.status_code == 422, bad
+    other_token, _ = world.new_visitor("Eve")
+    stranger = world.api.call(
+        "PATCH",
+        f"/{world.project_id}/requests/{rid}/rating",
+        json={"rating": 1},
+        token=other_token,
+    )
+    assert stranger.status_code == 403
