@@ -23,9 +23,11 @@ function, :meth:`TiledeskClient._call`: the ``requests`` call, its curl, and the
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -45,6 +47,7 @@ from tiledesk_tutorial.errors import (
 from tiledesk_tutorial.models import (
     AuthResult,
     DeliveryLog,
+    DownloadedFile,
     Event,
     Message,
     Project,
@@ -53,6 +56,7 @@ from tiledesk_tutorial.models import (
     RequestPage,
     ResentDelivery,
     Subscription,
+    UploadedFile,
     User,
 )
 from tiledesk_tutorial.session import (
@@ -589,6 +593,167 @@ class TiledeskClient:
         )
         return Request.from_json(_object(answer))
 
+    def reopen_request(self, request_id: str, *, project_id: str | None = None) -> Request:
+        """Reopen a closed conversation as an agent (``PUT .../requests/<request_id>/reopen``).
+
+        Tiledesk then sends ``request.update`` and a "Chat reopened" system message; reopening an
+        open conversation changes nothing.
+        """
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        answer = self._call(
+            "reopen_request",
+            "PUT",
+            (pid, "requests", request_id, "reopen"),
+            project_id=pid,
+            required_role="agent",
+        )
+        return Request.from_json(_object(answer))
+
+    def rate_request(
+        self,
+        request_id: str,
+        rating: int,
+        comment: str | None = None,
+        *,
+        project_id: str | None = None,
+    ) -> Request:
+        """The visitor rates a conversation, 1 (bad) to 5 (good), with an optional comment.
+
+        ``PATCH .../requests/<request_id>/rating`` with ``rating`` and ``rating_message``;
+        Tiledesk then sends ``request.update``.
+
+        Raises:
+            InvalidInputError: a rating that is not a whole number from 1 to 5.
+            NotFoundError: no such conversation.
+        """
+        pid = self._pid(project_id)
+        _check_request_id(request_id)
+        if isinstance(rating, bool) or not isinstance(rating, int):
+            raise InvalidInputError(f"the rating must be a whole number, not {rating!r}.")
+        if not wire.RATING_MIN <= rating <= wire.RATING_MAX:
+            raise InvalidInputError(
+                f"the rating {rating} is out of range: give {wire.RATING_MIN} (bad) to "
+                f"{wire.RATING_MAX} (good)."
+            )
+        body: dict[str, Any] = {"rating": rating}
+        if comment is not None:
+            body["rating_message"] = str(comment)
+        answer = self._call(
+            "rate_request", "PATCH", (pid, "requests", request_id, "rating"), body, project_id=pid
+        )
+        return Request.from_json(_object(answer))
+
+    # --- files -----------------------------------------------------------------------------
+
+    def upload_file(
+        self,
+        file: str | os.PathLike[str] | bytes,
+        *,
+        name: str | None = None,
+        project_id: str | None = None,
+    ) -> UploadedFile:
+        """Upload a chat file as the signed-in visitor or agent (``POST /<pid>/files/chat``).
+
+        ``file`` is a path, or the bytes themselves with ``name=``. Tiledesk accepts
+        ``.jpg .jpeg .png .gif .pdf .txt`` up to 1 MB; both are checked before sending.
+
+        Raises:
+            InvalidInputError: no such file, an extension Tiledesk refuses, or a file over 1 MB.
+            PermissionDeniedError: the server refused the extension.
+        """
+        pid = self._pid(project_id)
+        if isinstance(file, bytes | bytearray):
+            if not name:
+                raise InvalidInputError(
+                    "give the file's name with its bytes, e.g. upload_file(data, name='box.png')."
+                )
+            data = bytes(file)
+        else:
+            path = Path(file)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"cannot read {str(path)!r}: {exc.strerror or exc}."
+                ) from None
+            name = name or path.name
+        content_type = _check_upload(name, data)
+        files = {wire.UPLOAD_FIELD: (name, data, content_type)}
+        answer = self._call(
+            "upload_file", "POST", (pid, "files", "chat"), project_id=pid, files=files
+        )
+        body = _object(answer)
+        filename = _check_nonempty(body.get("filename"), "filename in the answer")
+        return UploadedFile(
+            filename=filename,
+            name=name,
+            content_type=content_type,
+            size=len(data),
+            src=self._url((pid, "files"), {"path": filename}),
+            message=body.get("message"),
+            raw=dict(body),
+        )
+
+    def download_file(self, filename: str, *, project_id: str | None = None) -> DownloadedFile:
+        """Read a chat file back (``GET /<pid>/files?path=<filename>``), as bytes."""
+        pid = self._pid(project_id)
+        filename = _check_nonempty(filename, "filename")
+        answer = self._call(
+            "download_file",
+            "GET",
+            (pid, "files"),
+            params={"path": filename},
+            project_id=pid,
+            raw=True,
+        )
+        content_type = answer.headers.get("Content-Type")
+        return DownloadedFile(filename, content_type, answer.data)
+
+    def send_image(
+        self,
+        request_id: str,
+        image: UploadedFile | str,
+        *,
+        width: int,
+        height: int,
+        name: str | None = None,
+        content_type: str | None = None,
+        text: str | None = None,
+        project_id: str | None = None,
+    ) -> Message:
+        """Send an ``image`` message: an uploaded file (or an image URL) and its size in pixels.
+
+        The metadata is what Tiledesk's widget reads: ``src``, ``width``, ``height``, ``name``
+        and ``type``; the text defaults to the file's name.
+        """
+        src, name, content_type = _attachment(image, name, content_type)
+        for label, value in (("width", width), ("height", height)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidInputError(f"the image {label} must be a positive whole number.")
+        metadata = {"src": src, "width": width, "height": height, "name": name}
+        metadata["type"] = content_type
+        return self.send_message(
+            request_id, text or name, type="image", metadata=metadata, project_id=project_id
+        )
+
+    def send_file(
+        self,
+        request_id: str,
+        file: UploadedFile | str,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        text: str | None = None,
+        project_id: str | None = None,
+    ) -> Message:
+        """Send a ``file`` message (a PDF, a text...) with ``src``, ``name`` and ``type``."""
+        src, name, content_type = _attachment(file, name, content_type)
+        metadata = {"src": src, "name": name, "type": content_type}
+        return self.send_message(
+            request_id, text or name, type="file", metadata=metadata, project_id=project_id
+        )
+
     # --- webhooks --------------------------------------------------------------------------
 
     def create_subscription(
@@ -780,20 +945,24 @@ class TiledeskClient:
         project_id: str | None = None,
         required_role: str | None = None,
         secrets: tuple[str, ...] = (),
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        raw: bool = False,
     ) -> Answer:
         """Make one API call: build the request, show it as curl, send it, read the answer.
 
         Any failure (no answer, an error status, a body that is not the API's JSON) is raised as
         the :class:`~tiledesk_tutorial.errors.TiledeskError` that says what went wrong, with the
-        call's curl in it.
+        call's curl in it. ``files`` sends a multipart upload; ``raw`` keeps a successful
+        answer's bytes as they are (a downloaded file) in ``Answer.data``.
         """
         credentials = self._auth if auth else None
         url = self._url(path, params)
-        request = requests.Request(method, url, json=json_body, auth=credentials)
-        if json_body is None and method in ("POST", "PUT", "PATCH"):
+        request = requests.Request(method, url, json=json_body, auth=credentials, files=files)
+        if json_body is None and not files and method in ("POST", "PUT", "PATCH"):
             request.headers["Content-Type"] = "application/json"
         prepared = self._session.prepare_request(request)
-        self.last_curl = curl = curl_for_prepared(prepared)
+        shown_files = {k: (v[0], v[2]) for k, v in files.items()} if files else None
+        self.last_curl = curl = curl_for_prepared(prepared, shown_files)
         log.debug("%s as curl:\n%s", operation, curl)
         if self.show_curl:
             print(curl)  # an opt-in teaching aid: the notebook shows the call next to the code
@@ -815,6 +984,8 @@ class TiledeskClient:
             raise error_for_transport_failure(
                 exc, method=method, url=prepared.url or "", context=context
             ) from None
+        if raw and response.status_code < 300:
+            return Answer(response.status_code, response.headers, response.content, response.url)
         data = check_answer(response, context=context)  # an error status raises its TiledeskError
         return Answer(response.status_code, response.headers, data, prepared.url or "")
 
@@ -863,6 +1034,38 @@ class TiledeskClient:
 
 
 # --- input checks ------------------------------------------------------------------------------
+
+
+def _check_upload(name: str, data: bytes) -> str:
+    """The media type of an upload Tiledesk will accept; the reason it would not, otherwise."""
+    extension = Path(name).suffix.lower()
+    content_type = wire.UPLOAD_TYPES.get(extension)
+    if content_type is None:
+        allowed = " ".join(wire.UPLOAD_TYPES)
+        raise InvalidInputError(
+            f"Tiledesk does not accept {extension or 'files without an extension'} uploads: "
+            f"send one of {allowed}."
+        )
+    if len(data) > wire.UPLOAD_LIMIT:
+        raise InvalidInputError(
+            f"{name} is {len(data)} bytes, over Tiledesk's {wire.UPLOAD_LIMIT} byte (1 MB) "
+            "upload limit: send a smaller file."
+        )
+    return content_type
+
+
+def _attachment(
+    item: UploadedFile | str, name: str | None, content_type: str | None
+) -> tuple[str, str, str]:
+    """The ``src``, name and media type of an uploaded file or of a URL."""
+    if isinstance(item, UploadedFile):
+        return item.src, name or item.name, content_type or item.content_type
+    src = _check_nonempty(item, "src")
+    if urlsplit(src).scheme not in ("http", "https"):
+        raise InvalidInputError(f"the file's address must be an http(s) URL, not {src[:60]!r}.")
+    name = name or urlsplit(src).path.rsplit("/", 1)[-1] or "file"
+    guessed = wire.UPLOAD_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+    return src, name, content_type or guessed
 
 
 def _check_project_id(value: Any) -> str:

@@ -31,6 +31,7 @@ def render_curl(
     url: str,
     headers: Mapping[str, str] | None = None,
     body: bytes | str | None = None,
+    files: Mapping[str, tuple[str, str]] | None = None,
 ) -> str:
     """Return ``curl`` arguments for one HTTP call, one option per line, secrets redacted.
 
@@ -39,6 +40,8 @@ def render_curl(
         url: the full URL (with its query string).
         headers: the request headers; requests' defaults are left out.
         body: the request body; JSON is shown compact and with secret fields redacted.
+        files: a multipart upload instead of a body: field name -> (file name, media type),
+            shown as ``-F 'field=@name;type=...'`` (curl writes the multipart framing itself).
 
     Returns:
         A shell-quoted command with ``\\`` line continuations, safe to print.
@@ -52,22 +55,27 @@ def render_curl(
         low = name.lower()
         if low == "authorization":
             auth = _authorization_option(value)
-        elif low not in _IMPLICIT_HEADERS:
+        elif low not in _IMPLICIT_HEADERS and not (files and low == "content-type"):
             lines.append(f"-H {shlex.quote(f'{name}: {value}')}")
     if auth:
         lines.append(auth)
-    if body:
+    for field_name, (file_name, media_type) in (files or {}).items():
+        lines.append(f"-F {shlex.quote(f'{field_name}=@{file_name};type={media_type}')}")
+    if body and not files:
         lines.append(f"-d {shlex.quote(_body_text(body))}")
     return redact_jwts(" \\\n  ".join(lines))
 
 
-def curl_for_prepared(prepared: requests.PreparedRequest) -> str:
+def curl_for_prepared(
+    prepared: requests.PreparedRequest, files: Mapping[str, tuple[str, str]] | None = None
+) -> str:
     """Return the curl command of a ``requests.PreparedRequest`` (see :func:`render_curl`)."""
     return render_curl(
         prepared.method or "GET",
         prepared.url or "",
         dict(prepared.headers),
         prepared.body,
+        files,
     )
 
 

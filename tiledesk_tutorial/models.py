@@ -34,6 +34,7 @@ __all__ = [
     "REQUEST_STATUS",
     "AuthResult",
     "DeliveryLog",
+    "DownloadedFile",
     "Event",
     "Message",
     "Project",
@@ -42,6 +43,7 @@ __all__ = [
     "RequestPage",
     "ResentDelivery",
     "Subscription",
+    "UploadedFile",
     "User",
     "parse_time",
     "request_status_name",
@@ -243,6 +245,8 @@ class Request(_Model):
     department: str | None = None
     closed_by: str | None = None
     updated_at: datetime | None = None
+    rating: int | None = None
+    rating_message: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -268,6 +272,8 @@ class Request(_Model):
             updated_at=parse_time(d.get("updatedAt")),
             closed_at=parse_time(d.get("closed_at")),
             closed_by=_ref_id(d.get("closed_by")),
+            rating=_int(d.get("rating")),
+            rating_message=_str(d.get("rating_message")),
             raw=dict(d),
         )
 
@@ -475,6 +481,38 @@ class ResentDelivery(_Model):
             outcome=_str(d.get("outcome")),
             raw=dict(d),
         )
+
+
+@dataclass(frozen=True, repr=False)
+class UploadedFile(_Model):
+    """A chat file stored by ``POST /:project_id/files/chat``.
+
+    ``filename`` is the server's path of the file (``uploads/users/<id>/files/<uuid>/<name>``):
+    give it to :meth:`~tiledesk_tutorial.client.TiledeskClient.download_file`, and ``src`` (its
+    download URL) to an ``image`` or ``file`` message.
+    """
+
+    filename: str
+    name: str
+    content_type: str
+    size: int
+    src: str
+    message: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, repr=False)
+class DownloadedFile(_Model):
+    """A file read back with ``GET /:project_id/files?path=<filename>``."""
+
+    filename: str
+    content_type: str | None
+    content: bytes = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        """The number of bytes."""
+        return len(self.content)
 
 
 def _maybe_json(value: Any) -> Any:
