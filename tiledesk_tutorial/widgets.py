@@ -49,6 +49,12 @@ __all__ = ["CSS_CLASS", "ConversationView", "render_conversations"]
 CSS_CLASS = "tiledesk-conversation"
 
 _MAX_TEXT_CHARS = 4000
+_MAX_SRC_CHARS = 1_500_000  # a data: image under the 1 MB upload limit, base64-encoded
+_DATA_IMAGE_PREFIXES = (
+    "data:image/png;base64,",
+    "data:image/jpeg;base64,",
+    "data:image/gif;base64,",
+)
 _KEPT_CONVERSATION_STATES = 2000
 
 # Inline styles: the notebook's HTML widget keeps them, and they need no stylesheet.
@@ -98,11 +104,52 @@ def _written_at(event: Event) -> datetime:
     return event.created_at or event.received_at
 
 
+def safe_src(value: Any, *, image: bool) -> str | None:
+    """``value`` when it is an address a view may load: http(s), or (images) a data: PNG, JPEG or
+    GIF. Anything else (``javascript:``, ``data:text/html``, relative paths) gives ``None``."""
+    if not isinstance(value, str) or len(value) > _MAX_SRC_CHARS:
+        return None
+    src = value.strip()
+    if src.lower().startswith(("https://", "http://")):
+        return src
+    if image and src.lower().startswith(_DATA_IMAGE_PREFIXES):
+        return src
+    return None
+
+
+def _attachment_html(kind: str, metadata: dict[str, Any], fallback_name: str | None) -> str:
+    """An image as an image (a link with its name if it cannot load), a file as a link."""
+    name = str(metadata.get("name") or fallback_name or kind)[:200]
+    src = safe_src(metadata.get("src"), image=kind == "image")
+    shown_name = html.escape(name)
+    if src is None:
+        return f'<span class="tiledesk-attachment-refused">{shown_name} (no safe address)</span>'
+    href = html.escape(src, quote=True)
+    link = (
+        f'<a class="tiledesk-file" href="{href}" target="_blank" '
+        f'rel="noopener noreferrer nofollow">📎 {shown_name}</a>'
+    )
+    if kind != "image":
+        return link
+    # No script: an image that fails to load shows its alt text (the name) inside the link, and
+    # the named link under it stays, so nothing is ever a broken frame.
+    return (
+        f'<a href="{href}" target="_blank" rel="noopener noreferrer nofollow">'
+        f'<img class="tiledesk-image" src="{href}" alt="{shown_name}" '
+        f'style="max-width:240px;max-height:240px;display:block;" referrerpolicy="no-referrer">'
+        f"</a>{link}"
+    )
+
+
 def _message_html(event: Event) -> str:
     role = event.role or "agent"
     name = event.sender_fullname or event.sender or "?"
     text = event.text
-    if text is None:
+    kind = event.payload.get("type")
+    metadata = event.payload.get("metadata")
+    if kind in ("image", "file") and isinstance(metadata, dict):
+        body = _attachment_html(kind, metadata, text)
+    elif text is None:
         kind = event.payload.get("type")
         body = f"<i>({html.escape(str(kind or 'no text'))} message)</i>"
     else:
