@@ -56,7 +56,7 @@ def content_security_policy(page: str) -> str:
             "script-src " + " ".join(hashes["script"] or ["'none'"]),
             "style-src " + " ".join(hashes["style"] or ["'none'"]),
             "connect-src 'self'",
-            "img-src 'self' data:",
+            "img-src 'self' data: blob:",  # blob: the chat images fetched with the token
             "base-uri 'none'",
             "form-action 'none'",
             "frame-ancestors 'none'",
