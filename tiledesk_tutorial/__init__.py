@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     # the notebook view
     "ConversationView": "tiledesk_tutorial.widgets",
     "render_conversations": "tiledesk_tutorial.widgets",
+    "safe_src": "tiledesk_tutorial.widgets",
     "DeliveryInspector": "tiledesk_tutorial.inspector",
     # the sandbox and the tutorial
     "start_sandbox": "tiledesk_tutorial.sandbox",
@@ -153,3 +154,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.webhooks import verify_token as verify_token
     from tiledesk_tutorial.widgets import ConversationView as ConversationView
     from tiledesk_tutorial.widgets import render_conversations as render_conversations
+    from tiledesk_tutorial.widgets import safe_src as safe_src

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.event_hub import EventSource
     from tiledesk_tutorial.models import Message
 
-__all__ = ["CSS_CLASS", "ConversationView", "render_conversations"]
+__all__ = ["CSS_CLASS", "ConversationView", "render_conversations", "safe_src"]
 
 #: The CSS class of the view's outer box (for browser tests and custom styles).
 CSS_CLASS = "tiledesk-conversation"

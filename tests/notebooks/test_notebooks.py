@@ -43,6 +43,7 @@ ORDER = [
     "04_receive_webhooks",
     "05_live_conversation",
     "06_realtime",
+    "07_rich_messages",
 ]
 
 
