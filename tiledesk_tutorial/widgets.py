@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from tiledesk_tutorial.errors import InvalidInputError
 from tiledesk_tutorial.event_hub import EventHub
+from tiledesk_tutorial.images import image_size
 from tiledesk_tutorial.models import Event
-from tiledesk_tutorial.wire import STATUS_CLOSED
+from tiledesk_tutorial.wire import STATUS_CLOSED, UPLOAD_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.client import TiledeskClient
@@ -315,6 +316,7 @@ class ConversationView:
         children: list[Any] = [w.HBox([self._title, self._count]), self._log]
         self._text: Any = None
         self._status: Any = None
+        self._attach: Any = None
         if client is not None:
             who = client.user.full_name if client.user and client.user.full_name else "the agent"
             self._text = w.Text(
@@ -325,9 +327,14 @@ class ConversationView:
             send = w.Button(description="Send", button_style="primary", icon="paper-plane")
             send.add_class("tiledesk-reply-send")
             send.on_click(self._on_click)
+            self._attach = w.FileUpload(
+                accept=",".join(UPLOAD_TYPES), multiple=False, description="Attach"
+            )
+            self._attach.add_class("tiledesk-reply-attach")
+            self._attach.observe(self._on_attach, names="value")
             self._status = w.Label("")
             self._status.add_class("tiledesk-status")
-            children += [w.HBox([self._text, send]), self._status]
+            children += [w.HBox([self._text, send, self._attach]), self._status]
         self.widget = w.VBox(children, layout=w.Layout(width="100%"))
         self.widget.add_class(CSS_CLASS)
         self._widgets = [self.widget, *children, *(c for b in children for c in _kids(b))]
@@ -446,6 +453,35 @@ class ConversationView:
         )
         return message
 
+    def attach(self, data: bytes, name: str) -> Message | None:
+        """Upload a file as the client and send it into the conversation (the Attach button).
+
+        A PNG, GIF or JPEG goes as an ``image`` message with its size, anything else as a
+        ``file`` message. Returns the sent message, or ``None`` with the reason in the status line.
+        """
+        if self.client is None:
+            raise InvalidInputError("this view has no client to attach with: pass client=agent")
+        target = self._reply_target()
+        if target is None:
+            self._show_status("No conversation yet: wait for a visitor's message first.")
+            return None
+        rid, project_id = target
+        try:
+            uploaded = self.client.upload_file(bytes(data), name=name, project_id=project_id)
+            size = image_size(bytes(data))
+            if size is not None and uploaded.content_type.startswith("image/"):
+                message = self.client.send_image(
+                    rid, uploaded, width=size[0], height=size[1], project_id=project_id
+                )
+            else:
+                message = self.client.send_file(rid, uploaded, project_id=project_id)
+        except Exception as exc:  # shown to the person at the button, never raised from it
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._show_status(f"Not sent: {first_line}")
+            return None
+        self._show_status(f"Sent {uploaded.name} to {_short_id(rid)}.")
+        return message
+
     def close(self) -> None:
         """Stop following the source and close the widgets."""
         if self.source is not None and self._following:
@@ -516,6 +552,14 @@ class ConversationView:
 
     def _on_click(self, _button: Any) -> None:
         self.reply()
+
+    def _on_attach(self, change: dict[str, Any]) -> None:
+        files = change.get("new") or ()
+        if not files:
+            return
+        chosen = files[0]
+        self.attach(bytes(chosen["content"]), str(chosen["name"]))
+        self._attach.value = ()  # ready for the next file
 
 
 def _count_text(kept: int, seen: int, shown: int, conversations: int) -> str:

@@ -5,14 +5,19 @@ nothing in a message's metadata (a ``javascript:`` src, markup in a name) become
 from __future__ import annotations
 
 import re
+import uuid
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tiledesk_tutorial import samples
+from tiledesk_tutorial.client import TiledeskClient, new_request_id
 from tiledesk_tutorial.models import Event
+from tiledesk_tutorial.sandbox import SandboxHandle
 from tiledesk_tutorial.webhooks import make_delivery, make_message_payload, parse_delivery
-from tiledesk_tutorial.widgets import render_conversations, safe_src
+from tiledesk_tutorial.widgets import ConversationView, render_conversations, safe_src
 
 SECRET = "widget-rich-secret-0123456789abcdef0123"
 RID = "support-group-5f00000000000000000000aa-0123456789abcdef0123456789abcdef"
@@ -116,3 +121,73 @@ def test_a_data_image_is_shown_but_no_other_data_url() -> None:
 def test_image_without_metadata_still_says_what_it_is() -> None:
     page = render_conversations([rich("image", "not an object", "box.png")])
     assert re.search(r"tiledesk-text[^>]*>box\.png</div>", page)
+
+
+# -- the Attach button, through the sandbox -------------------------------------------------------
+def pick(view: ConversationView, name: str, data: bytes) -> None:
+    """What the browser sends the Attach button (a FileUpload) when a file is picked."""
+    picked = {"name": name, "type": "", "size": len(data), "content": memoryview(data)}
+    view._attach.set_state({"value": [picked | {"last_modified": 1_700_000_000_000}]})
+
+
+def test_attach_sends_a_photo_as_an_image_and_a_pdf_as_a_file(
+    sandbox_session: SandboxHandle,
+) -> None:
+    agent = TiledeskClient(sandbox_session.url, backoff_factor=0.01)
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    agent.sign_up(email, "Passw0rd!-attach", "Ada", "Lovelace")
+    agent.sign_in(email, "Passw0rd!-attach")
+    agent.project_id = agent.create_project("Attach").id
+    rid = new_request_id(agent.project_id)
+    visitor = agent.as_visitor(firstname="John")
+    visitor.send_message(rid, "Here is my problem")
+    view = ConversationView(client=agent, request_id=rid)
+    assert view._attach.accept == ".jpg,.jpeg,.png,.gif,.pdf,.txt"
+
+    photo = samples.DAMAGED_BOX.read_bytes()
+    pick(view, "box.png", photo)
+    assert view.status_text.startswith("Sent box.png to ")
+    assert view._attach.value == ()  # ready for the next file
+    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    pick(view, "invoice.pdf", pdf)
+    assert view.status_text.startswith("Sent invoice.pdf to ")
+
+    messages = agent.list_messages(rid)
+    image, file = messages[-2:]
+    assert (image.type, image.text, image.role) == ("image", "box.png", "agent")
+    assert image.metadata is not None
+    assert (image.metadata["width"], image.metadata["height"]) == samples.DAMAGED_BOX_SIZE
+    assert image.metadata["name"] == "box.png" and image.metadata["type"] == "image/png"
+    (stored,) = parse_qs(urlsplit(image.metadata["src"]).query)["path"]
+    assert agent.download_file(stored).content == photo
+    assert (file.type, file.text) == ("file", "invoice.pdf")
+    assert file.metadata is not None and file.metadata["type"] == "application/pdf"
+    assert "width" not in file.metadata
+    view.close()
+    visitor.close()
+    agent.close()
+
+
+def test_attach_refusals_are_shown_not_raised(sandbox_session: SandboxHandle) -> None:
+    agent = TiledeskClient(sandbox_session.url, backoff_factor=0.01)
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    agent.sign_up(email, "Passw0rd!-attach", "Ada", "Lovelace")
+    agent.sign_in(email, "Passw0rd!-attach")
+    agent.project_id = agent.create_project("Attach").id
+    waiting = ConversationView(client=agent)  # no conversation yet
+    pick(waiting, "box.png", samples.DAMAGED_BOX.read_bytes())
+    assert waiting.status_text.startswith("No conversation yet")
+    waiting.close()
+
+    rid = new_request_id(agent.project_id)
+    agent.as_visitor(firstname="John").send_message(rid, "hello")
+    view = ConversationView(client=agent, request_id=rid)
+    view.attach(b"MZ\x90\x00", "tool.exe")
+    assert view.status_text.startswith("Not sent: Tiledesk does not accept .exe uploads")
+    view.attach(b"x" * (1024 * 1024 + 1), "big.txt")
+    assert view.status_text.startswith("Not sent: big.txt is 1048577 bytes, over")
+    view.attach(b"<html><script>alert(1)</script>", "fake.png")  # the sandbox sniffs the content
+    assert view.status_text.startswith("Not sent: ")
+    assert [m.text for m in agent.list_messages(rid)] == ["hello"]
+    view.close()
+    agent.close()

@@ -1,0 +1,65 @@
+"""The size of an image read from its header: what an ``image`` message's metadata needs."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from tiledesk_tutorial import samples
+from tiledesk_tutorial.images import image_size
+
+
+def png(width: int, height: int) -> bytes:
+    """A real (one colour) PNG of the given size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def jpeg(width: int, height: int, *, frame: int = 0xC0) -> bytes:
+    """A JPEG header as cameras write it: SOI, an APP0 (JFIF) segment, a fill byte, a frame."""
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = bytes([0xFF, frame]) + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + app0 + b"\xff" + sof + b"\xff\xd9"
+
+
+def test_the_shipped_photo_has_the_size_the_samples_say() -> None:
+    assert image_size(samples.DAMAGED_BOX.read_bytes()) == samples.DAMAGED_BOX_SIZE
+
+
+def test_png_gif_and_jpeg_sizes() -> None:
+    assert image_size(png(3, 2)) == (3, 2)
+    assert image_size(b"GIF89a" + struct.pack("<HH", 640, 480) + b"\x00" * 8) == (640, 480)
+    assert image_size(b"GIF87a" + struct.pack("<HH", 1, 1)) == (1, 1)
+    assert image_size(jpeg(1024, 768)) == (1024, 768)
+    assert image_size(jpeg(300, 200, frame=0xC2)) == (300, 200)  # progressive
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"%PDF-1.7\n",
+        b"hello, a text file",
+        png(3, 2)[:20],  # cut inside the header
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 16,  # no IHDR
+        b"GIF89a\x00\x00\x00\x00",  # zero by zero
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",  # cut before any frame
+        b"\xff\xd8\x00\x00\x00\x00",  # not a marker where one must be
+        jpeg(0, 10),
+    ],
+)
+def test_anything_else_has_no_size(data: bytes) -> None:
+    assert image_size(data) is None
