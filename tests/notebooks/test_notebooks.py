@@ -158,6 +158,22 @@ def test_realtime_notebook_receives_both_sides_with_no_public_url(tutorial_run: 
     assert "Feed stopped." in shown
 
 
+def test_rich_messages_notebook_sends_a_photo_reopens_and_rates(tutorial_run: dict) -> None:
+    notebook = tutorial_run["notebooks"]["07_rich_messages"]
+    shown = outputs(notebook)
+    assert "-F 'file=@damaged-box.png;type=image/png'" in shown
+    assert "files?path=uploads" in shown and "/reopen" in shown
+    assert "-X PATCH" in shown and '"rating": 5' in shown
+    assert "(5, 'Quick and kind, thanks!')" in shown
+    assert "(None, True)" in shown  # a javascript: src refused, the upload's src accepted
+    log_html = widget_value(notebook, "tiledesk-log")
+    assert '<img class="tiledesk-image"' in log_html and 'alt="damaged-box.png"' in log_html
+    order = ["damaged-box.png", "A new parcel is on its way.", "Chat closed", "Chat reopened"]
+    positions = [log_html.index(text) for text in order]
+    assert positions == sorted(positions)
+    assert "Feed stopped." in shown
+
+
 def test_no_notebook_shows_a_secret(tutorial_run: dict) -> None:
     entry = tutorial_run["state"]["servers"][tutorial_run["sandbox"].url]
     for name, notebook in tutorial_run["notebooks"].items():
@@ -249,9 +265,11 @@ def test_live_mode_runs_the_notebooks_unchanged(
     chat = execute_notebook("05_live_conversation", tmp_path)
     assert "Note:" not in outputs(chat)  # the project made by 01 is used
     assert "Chat closed" in widget_value(chat, "tiledesk-log")
+    rich = execute_notebook("07_rich_messages", tmp_path)
+    assert "Chat reopened" in widget_value(rich, "tiledesk-log")
     entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]
     assert entry["mode"] == "live" and "password" not in entry
-    assert password not in signup + outputs(chat)
+    assert password not in signup + outputs(chat) + outputs(rich)
 
 
 # -- the committed notebooks -------------------------------------------------------------------
