@@ -79,6 +79,18 @@ class Store:
         self._conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=30
         )
+        try:
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="sandbox-store-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _prepare(self) -> None:
         self._conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL keeps every committed transaction across a process crash (SIGKILL); only an
         # operating-system crash or power loss could lose the last few.
@@ -90,11 +102,6 @@ class Store:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._lock:
             self._conn.executescript(SCHEMA)
-        self._stop_checkpoints = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="sandbox-store-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
 
     def _checkpoint_loop(self, every: float = 1.0) -> None:
         conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
@@ -163,6 +170,13 @@ class Store:
             (name,),
         )
         return conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    def close_quietly(self) -> None:
+        """Close without the final checkpoint: for a database found damaged, left as it is."""
+        self._stop_checkpoints.set()
+        self._checkpointer.join(5)
+        with self._lock:
+            self._conn.close()
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection."""

@@ -1,0 +1,163 @@
+"""The data folder's faults, made the way they happen: two sandboxes started on one folder, a
+``kill -9`` then a restart, a read-only folder, a database with garbage written into it, a
+write-ahead log damaged after a crash. Each is refused at start with one line naming the folder."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.faults import SandboxProcess, open_db
+from tests.support.mounts import private_mounts_available, read_only
+from tests.support.sandbox import Api, make_world
+from tiledesk_tutorial.sandbox import wal
+
+needs_mounts = pytest.mark.skipif(
+    not private_mounts_available(), reason="needs `unshare -rm` (user and mount namespaces)"
+)
+
+
+def one_line_error(stderr: str) -> str:
+    """The one error line the CLI printed; fails on a traceback or on several lines."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_a_second_sandbox_on_the_same_folder_stops_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = SandboxProcess(data)
+    second = SandboxProcess(data)
+    try:
+        url = first.start()
+        code, stderr = second.start_refused()
+        assert code != 0
+        line = one_line_error(stderr)
+        assert str(data) in line
+        assert url in line
+        assert f"process {first.pid}" in line
+        # The first one is untouched and still serving.
+        assert requests.get(url + "/", timeout=5).status_code == 200
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_a_lock_left_by_a_killed_sandbox_does_not_block_a_restart(tmp_path: Path) -> None:
+    sandbox = SandboxProcess(tmp_path / "data")
+    try:
+        url = sandbox.start()
+        world = make_world(url)
+        sent = world.send(world.request_id(), "before the kill")
+        sandbox.kill()
+        assert (tmp_path / "data" / "sandbox.lock").exists()  # left behind, as by any crash
+        url = sandbox.start()
+        api = Api(url)
+        found = api.get(world.messages_path(sent["recipient"]), token=world.agent_token)
+        assert [m["_id"] for m in found.json()] == [sent["_id"]]
+        api.close()
+    finally:
+        sandbox.kill()
+
+
+@needs_mounts
+def test_a_read_only_folder_is_one_line_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    sandbox = SandboxProcess(data, wrapper=read_only(data))
+    code, stderr = sandbox.start_refused()
+    assert code != 0
+    line = one_line_error(stderr)
+    assert str(data) in line and "cannot be written" in line
+
+
+@needs_mounts
+def test_a_read_only_folder_with_a_database_is_one_line_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sandbox = SandboxProcess(data)
+    sandbox.start()
+    assert sandbox.stop() == 0
+    refused = SandboxProcess(data, wrapper=read_only(data))
+    code, stderr = refused.start_refused()
+    assert code != 0
+    line = one_line_error(stderr)
+    assert str(data) in line and "cannot be written" in line
+
+
+def test_garbage_in_the_database_is_refused_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sandbox = SandboxProcess(data)
+    url = sandbox.start()
+    world = make_world(url)
+    for i in range(300):  # enough pages that 8 KB in the middle hits tables, not free space
+        world.send(world.request_id(), f"message {i} " + "x" * 200)
+    assert sandbox.stop() == 0
+    size = sandbox.db_path.stat().st_size
+    assert size > 64 * 1024
+    with sandbox.db_path.open("r+b") as db:
+        db.seek(size // 2 // 4096 * 4096)
+        db.write(bytes(range(256)) * 32)  # 8 KB of garbage, mid-file
+    code, stderr = sandbox.start_refused()
+    assert code != 0
+    line = one_line_error(stderr)
+    assert str(data) in line and "damaged" in line
+
+
+def _crash_with_a_wal(tmp_path: Path, messages: int) -> tuple[SandboxProcess, list[str]]:
+    sandbox = SandboxProcess(tmp_path / "data")
+    url = sandbox.start()
+    world = make_world(url)
+    request_id = world.request_id()
+    sent = [world.send(request_id, f"message {i}")["_id"] for i in range(messages)]
+    sandbox.kill()
+    return sandbox, sent
+
+
+def _wal_frame_offsets(path: Path) -> list[int]:
+    data = path.read_bytes()
+    page_size = int.from_bytes(data[8:12], "big")
+    frame = 24 + page_size
+    return list(range(32, len(data) - frame + 1, frame))
+
+
+def test_a_damaged_wal_after_kill_9_is_refused_then_repaired(tmp_path: Path) -> None:
+    sandbox, _sent = _crash_with_a_wal(tmp_path, 50)
+    wal_path = sandbox.data_dir / "sandbox.sqlite3-wal"
+    healthy = wal.check(wal_path)
+    assert healthy is not None and not healthy.damaged and healthy.frames > 2
+    offsets = _wal_frame_offsets(wal_path)[: healthy.frames]
+    with wal_path.open("r+b") as log:  # one damaged page in the last committed frames
+        log.seek(offsets[-2] + 24 + 100)
+        log.write(b"\xde\xad\xbe\xef" * 16)
+    assert wal.check(wal_path).damaged
+
+    code, stderr = sandbox.start_refused()
+    assert code != 0
+    line = one_line_error(stderr)
+    assert str(sandbox.data_dir) in line and "--repair" in line
+
+    repaired = SandboxProcess(sandbox.data_dir, "--repair")
+    try:
+        url = repaired.start()
+        assert requests.get(url + "/", timeout=5).status_code == 200
+        aside = list(sandbox.data_dir.glob("sandbox.sqlite3-wal.damaged-*"))
+        assert len(aside) == 1
+        assert "moved the damaged write-ahead log aside" in repaired.stderr_text()
+    finally:
+        repaired.kill()
+    with open_db(repaired.db_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_healthy_wal_after_kill_9_keeps_every_message(tmp_path: Path) -> None:
+    sandbox, sent = _crash_with_a_wal(tmp_path, 50)
+    found = wal.check(sandbox.data_dir / "sandbox.sqlite3-wal")
+    assert found is not None and not found.damaged
+    with sqlite3.connect(sandbox.db_path) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM messages")}
+    assert set(sent) <= stored
