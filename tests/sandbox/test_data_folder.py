@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.faults import SandboxProcess, open_db
+from support.mounts import private_mounts_available, read_only
+from support.sandbox import Api, make_world
 
-from tests.support.faults import SandboxProcess, open_db
-from tests.support.mounts import private_mounts_available, read_only
-from tests.support.sandbox import Api, make_world
 from tiledesk_tutorial.sandbox import wal
+
+pytestmark = pytest.mark.faults
 
 needs_mounts = pytest.mark.skipif(
     not private_mounts_available(), reason="needs `unshare -rm` (user and mount namespaces)"

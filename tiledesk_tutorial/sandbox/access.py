@@ -7,8 +7,10 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -78,9 +80,9 @@ class Authenticator:
         self._basic_cache: OrderedDict[str, str] = OrderedDict()
         self._cache_lock = threading.Lock()
         # Verifying a token and reading its user takes ~90 us, a fifth of a message POST; the
-        # principal it gives is remembered (sign-in tokens never expire, users are never
-        # disabled in the sandbox). Memberships are read each time: ~8 us, not worth a cache.
-        self._principals: dict[str, Principal] = {}
+        # principal it gives is remembered until the token's ``exp`` (users are never disabled
+        # in the sandbox). Memberships are read each time: ~8 us, not worth a cache.
+        self._principals: dict[str, tuple[Principal, float]] = {}
 
     def authenticate(self, header: str | None) -> Principal:
         """Return the caller, or raise the real server's 401 (or 400/403) answer."""
@@ -91,7 +93,7 @@ class Authenticator:
             raise unauthorized()
         scheme, credentials = match.group(1).lower(), match.group(2)
         if scheme == "jwt":
-            principal = self._principals.get(credentials) or self._from_jwt(credentials)
+            principal = self._cached(credentials) or self._from_jwt(credentials)
         elif scheme == "basic":
             principal = self._from_basic(credentials)
         else:  # Bearer and everything else: neither strategy of the real server matches.
@@ -115,10 +117,11 @@ class Authenticator:
             )
             if user is None or user.get("status") != 100:
                 raise unauthorized()
-            return self._remember(token, _user_principal(user))
+            return self._remember(token, claims, _user_principal(user))
         if subject == SUBJECT_GUEST and isinstance(claims.get("_id"), str):
             return self._remember(
                 token,
+                claims,
                 Principal(
                     kind="guest",
                     id=claims["_id"],
@@ -145,10 +148,24 @@ class Authenticator:
             return None
         return _user_principal(user)
 
-    def _remember(self, token: str, principal: Principal) -> Principal:
+    def _cached(self, token: str) -> Principal | None:
+        found = self._principals.get(token)
+        if found is None:
+            return None
+        principal, expires = found
+        if time.time() >= expires:  # PyJWT refuses a token from its ``exp`` second on
+            self._principals.pop(token, None)
+            return None
+        return principal
+
+    def _remember(self, token: str, claims: dict[str, Any], principal: Principal) -> Principal:
         if len(self._principals) >= 10_000:
             self._principals.clear()  # a crude bound; a workshop never comes near it
-        self._principals[token] = principal
+        expires = claims.get("exp")
+        self._principals[token] = (
+            principal,
+            float(expires) if isinstance(expires, int | float) else math.inf,
+        )
         return principal
 
     def _subscription_principal(self, token: str, audience: str) -> Principal:
