@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -43,8 +44,9 @@ from tiledesk_tutorial.wire import SERVER_PING_INTERVAL
 log = logging.getLogger("tiledesk_tutorial.sandbox")
 
 DEFAULT_PREFIXES = ("/v3",)
-#: Threads for key derivation: one per core of the laptops the tutorial runs on.
-KEY_DERIVATION_THREADS = 2
+#: Threads for key derivation (scrypt, ~75 ms of CPU each): half the cores, so that a burst of
+#: sign-ins or wrong passwords always leaves the event loop a core for everyone else's calls.
+KEY_DERIVATION_THREADS = max(1, (os.cpu_count() or 2) // 2)
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
 
