@@ -56,8 +56,19 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
 CREATE TABLE IF NOT EXISTS delivery_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id_project TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS delivery_log_by_project ON delivery_log (id_project, seq);
+CREATE TABLE IF NOT EXISTS delivery_bodies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+#: A delivery attempt's history document, its request body (stored once in ``delivery_bodies``
+#: for every attempt of a delivery, not once per attempt) put back in place. Rows written before
+#: that table existed keep their body in the document.
+HISTORY_DOC = (
+    "CASE WHEN delivery_log.body_id IS NULL THEN delivery_log.doc ELSE json_set(delivery_log.doc, "
+    "'$.jsonRequest', (SELECT body FROM delivery_bodies WHERE id = delivery_log.body_id)) END"
+)
 
 
 def dumps(doc: Any) -> str:
@@ -102,6 +113,12 @@ class Store:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._lock:
             self._conn.executescript(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(delivery_log)")}
+            if "body_id" not in columns:  # a data folder from before delivery_bodies
+                self._conn.execute("ALTER TABLE delivery_log ADD COLUMN body_id INTEGER")
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS delivery_log_by_body ON delivery_log (body_id)"
+            )
 
     def _checkpoint_loop(self, every: float = 1.0) -> None:
         conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
