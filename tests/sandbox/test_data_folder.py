@@ -4,13 +4,15 @@ write-ahead log damaged after a crash. Each is refused at start with one line na
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 import requests
 from support.faults import SandboxProcess, open_db
-from support.mounts import private_mounts_available, read_only
+from support.mounts import private_mounts_available, read_only, seen_by, small_disk
 from support.sandbox import Api, make_world
 
 from tiledesk_tutorial.sandbox import wal
@@ -163,3 +165,53 @@ def test_a_healthy_wal_after_kill_9_keeps_every_message(tmp_path: Path) -> None:
     with sqlite3.connect(sandbox.db_path) as db:
         stored = {row[0] for row in db.execute("SELECT id FROM messages")}
     assert set(sent) <= stored
+
+
+def _fill(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+@needs_mounts
+def test_a_full_disk_is_507_and_writes_resume_once_space_is_freed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    sandbox = SandboxProcess(data, wrapper=small_disk(data, "8m"))
+    try:
+        url = sandbox.start()
+        world = make_world(url)
+        conversation = world.request_id()
+        acked = [world.send(conversation, "before the disk filled")["_id"]]
+        filler = seen_by(sandbox.pid, data) / "filler"
+        _fill(filler)
+        full = None
+        for i in range(200):  # the WAL's own free space takes a few before the disk says no
+            answer = world.api.post(
+                world.messages_path(conversation),
+                json={"text": f"{i}:" + "y" * 40_000},
+                token=world.visitor_token,
+            )
+            if answer.status_code != 200:
+                full = answer
+                break
+            acked.append(answer.json()["_id"])
+        assert full is not None and full.status_code == 507, full and full.text
+        assert int(full.headers["Retry-After"]) > 0
+        assert "disk is full" in full.json()["msg"]
+        filler.unlink()
+        resumed = world.send(conversation, "after the space was freed")
+        acked.append(resumed["_id"])
+        stored = world.api.get(world.messages_path(conversation), token=world.agent_token).json()
+        assert [m["_id"] for m in stored] == acked  # nothing acknowledged lost, nothing half-saved
+        world.api.close()
+    finally:
+        sandbox.kill()
+    stderr = sandbox.stderr_text()
+    assert "Traceback" not in stderr
+    assert f"the disk of the data folder {data} is full" in stderr

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from tiledesk_tutorial.redact import redact, redact_jwts
-from tiledesk_tutorial.sandbox.store import Store, dumps
+from tiledesk_tutorial.sandbox.store import Store, dumps, is_disk_full
 from tiledesk_tutorial.sandbox.subscriptions import Delivery
 from tiledesk_tutorial.wire import iso, new_object_id, retry_after_seconds, webhook_headers
 
@@ -342,8 +342,11 @@ class DeliveryWorker:
             del self._unrecorded[:_RECORD_BATCH]
             try:
                 self._write(batch)
-            except Exception:
-                log.exception("could not record %d webhook delivery attempts", len(batch))
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    log.exception("could not record %d webhook delivery attempts", len(batch))
+                else:  # their deliveries stay pending in the outbox: retried, never lost
+                    log.warning("disk full: %d webhook delivery attempts not recorded", len(batch))
             self._busy -= len(batch)
             self._recorded_since_prune += len(batch)
             if not everything:

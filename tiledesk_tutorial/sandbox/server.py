@@ -108,7 +108,7 @@ class SandboxHandle:
                   self._key_derivation, Resends(feed))  # fmt: skip
         http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
-            SandboxApp(api, self.realtime, prefixes, room=self.room),
+            SandboxApp(api, self.realtime, prefixes, room=self.room, data_dir=Path(data_dir)),
             http=http,
             ws=SandboxWebSocketProtocol,
             ws_max_size=64 * 1024,  # a client's frames are small: subscribe, heartbeat, me

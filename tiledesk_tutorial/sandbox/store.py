@@ -71,6 +71,14 @@ HISTORY_DOC = (
 )
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's ``SQLITE_FULL`` (or the ``ENOSPC`` beneath it): the disk is full."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_FULL") or "disk is full" in str(exc)
+
+
 def dumps(doc: Any) -> str:
     """Serialise a document compactly, keeping its key order."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
@@ -138,11 +146,12 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk does that).
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
