@@ -215,3 +215,23 @@ def test_a_full_disk_is_507_and_writes_resume_once_space_is_freed(tmp_path: Path
     stderr = sandbox.stderr_text()
     assert "Traceback" not in stderr
     assert f"the disk of the data folder {data} is full" in stderr
+
+
+def test_a_last_frame_cut_off_by_kill_9_is_not_damage(tmp_path: Path) -> None:
+    # SQLite writes a frame's header, then its page: a kill between the two leaves a new header
+    # on the old bytes of a reused log, as the last frame, in a transaction never acknowledged.
+    sandbox, _sent = _crash_with_a_wal(tmp_path, 20)
+    wal_path = sandbox.data_dir / "sandbox.sqlite3-wal"
+    healthy = wal.check(wal_path)
+    assert healthy is not None and not healthy.damaged
+    last = _wal_frame_offsets(wal_path)[healthy.frames - 1]
+    with wal_path.open("r+b") as log:
+        log.seek(last + 24)
+        log.write(b"\x00" * 64)
+    found = wal.check(wal_path)
+    assert found is not None and not found.damaged and found.frames == healthy.frames - 1
+    try:
+        url = sandbox.start()
+        assert requests.get(url + "/", timeout=5).status_code == 200
+    finally:
+        sandbox.kill()

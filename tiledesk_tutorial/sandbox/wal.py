@@ -2,10 +2,13 @@
 
 SQLite replays a WAL up to its last frame whose checksum holds and silently ignores the rest, so a
 WAL damaged after a ``kill -9`` (a disk error, a bad copy) opens without a word while acknowledged
-transactions are gone. This module walks the frames as SQLite does (https://sqlite.org/fileformat2.html
-section 4) and tells a damaged frame of the current log (its salts match the header, its checksum
-does not) from the harmless leftovers of an earlier one (other salts), so the sandbox can refuse to
-serve, and :func:`repair` can keep the good prefix.
+transactions are gone. This module walks the frames as SQLite does
+(https://sqlite.org/fileformat2.html section 4) and tells a damaged frame of the current log (its
+salts match the header, its checksum does not, and the log goes on after it) from the harmless
+leftovers of an earlier log (other salts) and from the last frame of a write that a ``kill -9``
+interrupted, so the sandbox can refuse to serve, and :func:`repair` can keep the good prefix. (A
+damaged last frame looks like an interrupted write and is not reported: SQLite ignores it either
+way.)
 """
 
 from __future__ import annotations
@@ -70,7 +73,12 @@ def check(path: Path) -> WalCheck | None:
         s0, s1 = _checksum(header[:8], s0, s1, big_endian)
         s0, s1 = _checksum(data[offset + _FRAME_HEADER : offset + frame_size], s0, s1, big_endian)
         if (s0, s1) != (f0, f1):
-            return WalCheck(good, True, frames)
+            # SQLite writes a frame's header and its page in two calls: a process killed between
+            # them leaves a new header on an old page, at the very end of the log, in a
+            # transaction never acknowledged. Damage is a bad frame the log goes on after.
+            later = range(offset + frame_size, len(data) - frame_size + 1, frame_size)
+            damaged = any(data[at + 8 : at + 16] == data[16:24] for at in later)
+            return WalCheck(good, damaged, frames)
         offset += frame_size
         frames += 1
         if commit:
