@@ -89,6 +89,18 @@ def test_a_port_held_by_another_program_gives_a_private_sandbox(
     assert tt.where == "private to this kernel"
 
 
+def test_a_data_folder_held_by_another_sandbox_gives_a_private_sandbox(
+    home: Path, kernel_sandbox: None, capsys
+) -> None:
+    with start_sandbox(port=0, data_dir=home / "sandbox") as holder:  # not on the shared port
+        tt = start(sandbox_port=free_port())
+        out = capsys.readouterr().out
+        assert "Another sandbox is already running on the data folder" in out
+        assert holder.url in out
+        assert tt.sandbox is not None and tt.sandbox.data_dir != holder.data_dir
+        assert tt.where == "private to this kernel"
+
+
 def test_a_real_tiledesk_greeting_is_not_taken_for_the_sandbox(
     sandbox_session: SandboxHandle,
 ) -> None:

@@ -19,6 +19,7 @@ The HTTP client is aiohttp (measured against httpx here: 0.2 ms against 1.1 ms p
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -33,15 +34,19 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from tiledesk_tutorial.redact import redact, redact_jwts
-from tiledesk_tutorial.sandbox.store import Store, dumps
+from tiledesk_tutorial.sandbox.store import Store, dumps, is_disk_full
 from tiledesk_tutorial.sandbox.subscriptions import Delivery
 from tiledesk_tutorial.wire import iso, new_object_id, retry_after_seconds, webhook_headers
 
 log = logging.getLogger("tiledesk_tutorial.sandbox.delivery")
 
 _RESPONSE_BODY_LIMIT = 2048  # bytes of a target's answer kept in the history
-_HISTORY_LIMIT = 100_000  # delivery_log rows kept; the oldest are pruned beyond this
-_PRUNE_EVERY = 5_000  # recorded attempts between two prunings
+#: The history's retention bound: at most this many attempts, and this many bytes of request
+#: bodies (each stored once for all the attempts of its delivery); the oldest go first.
+HISTORY_ATTEMPTS = 10_000
+HISTORY_BODY_BYTES = 32 * 1024 * 1024
+_PRUNE_EVERY = 1_000  # recorded attempts between two prunings...
+_PRUNE_EVERY_BYTES = 4 * 1024 * 1024  # ...or bytes of new bodies, whichever comes first
 _RECORD_BATCH = 64  # attempts recorded per transaction: each blocks the event loop ~1 ms
 
 
@@ -122,6 +127,7 @@ class DeliveryWorker:
         self._unrecorded: list[_Outcome] = []
         self._recording = False
         self._recorded_since_prune = 0
+        self._body_bytes_since_prune = 0
         self._busy = 0  # deliveries queued or in flight, and attempts not yet recorded
         self._idle = asyncio.Event()
         self._idle.set()
@@ -336,15 +342,24 @@ class DeliveryWorker:
             del self._unrecorded[:_RECORD_BATCH]
             try:
                 self._write(batch)
-            except Exception:
-                log.exception("could not record %d webhook delivery attempts", len(batch))
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    log.exception("could not record %d webhook delivery attempts", len(batch))
+                else:  # their deliveries stay pending in the outbox: retried, never lost
+                    log.warning("disk full: %d webhook delivery attempts not recorded", len(batch))
             self._busy -= len(batch)
             self._recorded_since_prune += len(batch)
             if not everything:
                 break
-        if self._recorded_since_prune >= _PRUNE_EVERY:
-            self._recorded_since_prune = 0
-            self._prune()
+        if (
+            self._recorded_since_prune >= _PRUNE_EVERY
+            or self._body_bytes_since_prune >= _PRUNE_EVERY_BYTES
+        ):
+            self._recorded_since_prune = self._body_bytes_since_prune = 0
+            try:
+                self._prune()
+            except Exception:
+                log.exception("could not prune the webhook delivery history")
         if self._unrecorded and not everything:
             asyncio.get_running_loop().call_soon(self._record_now)
             return
@@ -374,8 +389,12 @@ class DeliveryWorker:
                 entry = self._history_entry(outcome)
                 entries.append(entry)
                 conn.execute(
-                    "INSERT INTO delivery_log (id_project, doc) VALUES (?, ?)",
-                    (delivery.id_project, dumps(entry)),
+                    "INSERT INTO delivery_log (id_project, doc, body_id) VALUES (?, ?, ?)",
+                    (
+                        delivery.id_project,
+                        dumps({**entry, "jsonRequest": None}),  # the key keeps its place
+                        self._body_id(conn, entry["jsonRequest"]),
+                    ),
                 )
         if self.on_recorded is not None:
             self.on_recorded(entries)
@@ -413,11 +432,40 @@ class DeliveryWorker:
             "__v": 0,
         }
 
+    def _body_id(self, conn: Any, body: str) -> int:
+        """The id of ``body`` in ``delivery_bodies``, stored there if it is new."""
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        row = conn.execute("SELECT id FROM delivery_bodies WHERE digest = ?", (digest,)).fetchone()
+        if row is not None:
+            return row[0]
+        self._body_bytes_since_prune += len(body)
+        cursor = conn.execute(
+            "INSERT INTO delivery_bodies (digest, body) VALUES (?, ?)", (digest, body)
+        )
+        return cursor.lastrowid or 0
+
     def _prune(self) -> None:
+        """Keep the history within :data:`HISTORY_ATTEMPTS` and :data:`HISTORY_BODY_BYTES`."""
         with self._store.transaction() as conn:
             conn.execute(
                 "DELETE FROM delivery_log WHERE seq <= (SELECT MAX(seq) FROM delivery_log) - ?",
-                (_HISTORY_LIMIT,),
+                (HISTORY_ATTEMPTS,),
+            )
+            kept, oldest_kept = 0, None
+            for body_id, size in conn.execute(
+                "SELECT id, length(body) FROM delivery_bodies ORDER BY id DESC"
+            ):
+                if kept + size > HISTORY_BODY_BYTES:
+                    break
+                kept += size
+                oldest_kept = body_id
+            else:
+                oldest_kept = None  # every body fits
+            if oldest_kept is not None:
+                conn.execute("DELETE FROM delivery_log WHERE body_id < ?", (oldest_kept,))
+            conn.execute(
+                "DELETE FROM delivery_bodies WHERE NOT EXISTS "
+                "(SELECT 1 FROM delivery_log WHERE delivery_log.body_id = delivery_bodies.id)"
             )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from tiledesk_tutorial.sandbox.changes import ChangeFeed
 from tiledesk_tutorial.sandbox.errors import ApiError
-from tiledesk_tutorial.sandbox.store import dumps
+from tiledesk_tutorial.sandbox.store import HISTORY_DOC, dumps
 from tiledesk_tutorial.sandbox.subscriptions import Delivery
 from tiledesk_tutorial.sandbox.tokens import sign_subscription_token
 from tiledesk_tutorial.wire import is_object_id
@@ -40,7 +40,7 @@ class Resends:
             # The history has no column for the entry's id: a scan of the project's entries,
             # fine for a call made by hand (about 20 ms for 100,000 entries).
             row = conn.execute(
-                "SELECT doc FROM delivery_log WHERE id_project = ? "
+                f"SELECT {HISTORY_DOC} FROM delivery_log WHERE id_project = ? "  # noqa: S608
                 "AND json_extract(doc, '$._id') = ?",
                 (project_id, delivery_id),
             ).fetchone()

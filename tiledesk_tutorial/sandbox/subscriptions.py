@@ -18,7 +18,7 @@ from typing import Any
 from tiledesk_tutorial.sandbox import documents as docs
 from tiledesk_tutorial.sandbox.access import Principal
 from tiledesk_tutorial.sandbox.errors import object_not_found, validation
-from tiledesk_tutorial.sandbox.store import Store, dumps
+from tiledesk_tutorial.sandbox.store import HISTORY_DOC, Store, dumps
 from tiledesk_tutorial.sandbox.tokens import sign_subscription_token
 from tiledesk_tutorial.wire import WEBHOOK_EVENTS, epoch_ms, new_object_id, new_uuid, now
 
@@ -176,6 +176,7 @@ class Subscriptions:
     def history(self, project_id: str, page: int) -> list[dict[str, Any]]:
         """``GET /:pid/subscriptions/history``: every delivery attempt, newest first."""
         return self.store.docs(
-            "SELECT doc FROM delivery_log WHERE id_project = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
+            f"SELECT {HISTORY_DOC} FROM delivery_log WHERE id_project = ? "  # noqa: S608 - a constant
+            "ORDER BY seq DESC LIMIT ? OFFSET ?",
             (project_id, HISTORY_PAGE, page * HISTORY_PAGE),
         )
