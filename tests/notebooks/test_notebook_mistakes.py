@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from support.notebooks import execute_notebook
+from support.notebooks import execute_notebook, outputs
 from support.tutorial import clean_tutorial_env
 
 from tiledesk_tutorial.sandbox import SandboxHandle
@@ -53,3 +53,24 @@ def test_a_taken_listener_port_is_one_short_error_with_both_ways_out(
     assert "port=0" in shown  # and the one in the cell
     assert len(first.traceback) <= 5, shown  # the message, the hint, the line: no traceback
     assert "File " not in shown
+
+
+def test_a_wrong_api_url_in_live_mode_names_tiledesk_api_url_not_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_tutorial_env(monkeypatch, tmp_path / "home")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:  # bound, not listening
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("TILEDESK_API_URL", url)
+        monkeypatch.setenv("TILEDESK_EMAIL", "learner@example.com")
+        monkeypatch.setenv("TILEDESK_PASSWORD", "Passw0rd-not-shown")
+        notebook = execute_notebook("01_signup_and_project", tmp_path, allow_errors=True)
+    [first, *_] = errors(notebook)
+    shown = "\n".join(first.traceback)
+    assert first.ename == "TutorialError", shown
+    assert f"TILEDESK_API_URL is {url}" in shown and "connection refused" in shown
+    assert "Hint: check TILEDESK_API_URL" in shown
+    assert "start_sandbox" not in shown and "make sandbox" not in shown
+    assert len(first.traceback) <= 5 and "File " not in shown, shown
+    assert "Live mode" not in outputs(notebook)
