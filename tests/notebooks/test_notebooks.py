@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,6 +288,22 @@ def test_committed_notebook_is_clean_and_follows_the_skeleton(name: str) -> None
         assert "listener.stop()" in last.source and "close_tunnel()" in last.source
     else:
         assert "tt.close()" in last.source
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_python_snippets_in_the_text_run_when_pasted_alone(name: str) -> None:
+    """A ```python block in a notebook's text is pasted as it is: it imports what it uses."""
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    ruff = Path(sys.executable).with_name("ruff")
+    for snippet in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
+        source = textwrap.dedent(snippet)
+        undefined = subprocess.run(
+            [str(ruff), "check", "--isolated", "--select", "F821", "--output-format", "concise",
+             "--stdin-filename", "snippet.py", "-"],
+            input=source, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert undefined.returncode == 0, f"{name}:\n{source}\n{undefined.stdout}"
 
 
 def test_every_notebook_is_in_the_tutorial() -> None:
