@@ -119,7 +119,9 @@ def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: di
     assert "Hi I&#x27;m Rosy. How can help you?" in log_html
     assert "tiledesk-role-visitor" in log_html and "tiledesk-role-agent" in log_html
     assert "I am not Tiledesk" not in log_html
-    assert widget_value(notebook, "tiledesk-count").startswith("2 events kept")
+    assert widget_value(notebook, "tiledesk-count") == (
+        "2 messages in 1 conversation · 2 updates received"
+    )
     assert any("tiledesk-conversation" in m["classes"] for m in widget_models(notebook))
 
 
