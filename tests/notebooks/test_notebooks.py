@@ -226,9 +226,9 @@ def test_a_notebook_runs_again_in_the_same_kernel(
     counts = [m["value"] for m in widget_models(notebook) if "tiledesk-count" in m["classes"]]
     assert len(counts) == 2, counts  # one view per run
     # The second run's view shows only the second run's messages, each once: the first listener
-    # was replaced, and the view's callback was not doubled. (The number of events kept may differ
-    # by one: a retried delivery of the first run can reach the new listener, as in real life.)
-    shown = [text.split(" · ", 1)[1] for text in counts]
+    # was replaced, and the view's callback was not doubled. (The updates received may differ by
+    # one: a retried delivery of the first run can reach the new listener, as in real life.)
+    shown = [text.split(" · ", 1)[0] for text in counts]
     assert shown[0] == shown[1], counts
     assert outputs(notebook).count("listener stopped, tunnel closed.") == 1
 
