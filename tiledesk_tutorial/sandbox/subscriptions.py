@@ -46,6 +46,34 @@ class Delivery:
     next_attempt_at: float = 0.0
 
 
+def queue_delivery(
+    conn: sqlite3.Connection,
+    subscription_id: str,
+    project_id: str,
+    event: str,
+    target: str,
+    secret: str,
+    body: str,
+    due_at: float,
+) -> Delivery:
+    """Insert one delivery into the outbox, inside the caller's transaction, and return it."""
+    cursor = conn.execute(
+        "INSERT INTO outbox (subscription_id, id_project, event, target, secret, body, "
+        "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (subscription_id, project_id, event, target, secret, body, due_at),
+    )
+    return Delivery(
+        seq=cursor.lastrowid or 0,
+        subscription_id=subscription_id,
+        id_project=project_id,
+        event=event,
+        target=target,
+        secret=secret,
+        body=body,
+        next_attempt_at=due_at,
+    )
+
+
 class Outbox:
     """Writes the deliveries of a change into the outbox, inside the caller's transaction."""
 
@@ -76,21 +104,9 @@ class Outbox:
                 f'{{"timestamp":{timestamp},"payload":{payload_json},'
                 f'"hook":{hook_json},"token":"{token}"}}'
             )
-            cursor = conn.execute(
-                "INSERT INTO outbox (subscription_id, id_project, event, target, secret, body, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (subscription_id, project_id, event, target, secret, body, now_s),
-            )
             queued.append(
-                Delivery(
-                    seq=cursor.lastrowid or 0,
-                    subscription_id=subscription_id,
-                    id_project=project_id,
-                    event=event,
-                    target=target,
-                    secret=secret,
-                    body=body,
-                    next_attempt_at=now_s,
+                queue_delivery(
+                    conn, subscription_id, project_id, event, target, secret, body, now_s
                 )
             )
         return queued
