@@ -62,3 +62,34 @@ def test_the_history_keeps_within_its_byte_bound(monkeypatch: pytest.MonkeyPatch
         assert texts[0] == "7:"  # the newest stay
         assert "0:" not in texts and "1:" not in texts  # the oldest went first
         world.api.close()
+
+
+def test_the_history_keeps_within_its_attempt_bound_and_leaves_no_unused_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "HISTORY_ATTEMPTS", 12)
+    monkeypatch.setattr(delivery, "_PRUNE_EVERY", 4)
+    with start_sandbox(retry_policy=FAST_RETRIES) as sandbox:
+        world = make_world(sandbox.url)
+        world.subscribe(DEAD_TARGET)
+        conversation = world.request_id()
+        for i in range(10):
+            world.send(conversation, f"{i}:" + "y" * 1000)
+        assert sandbox.wait_for_deliveries(30)
+        (attempts,) = sandbox.store.query_one("SELECT COUNT(*) FROM delivery_log")
+        assert 12 <= attempts < 12 + 4 + 64  # the bound, plus what came since the last pruning
+        (unused,) = sandbox.store.query_one(
+            "SELECT COUNT(*) FROM delivery_bodies WHERE id NOT IN "
+            "(SELECT body_id FROM delivery_log WHERE body_id IS NOT NULL)"
+        )
+        assert unused == 0
+        (stored,) = sandbox.store.query_one(
+            "SELECT total(length(CAST(body AS BLOB))) FROM delivery_bodies"
+        )
+        assert sandbox.delivery._body_bytes == stored  # the running count the pruning trusts
+        kept = _history(world)
+        assert len(kept) == attempts
+        assert all(
+            json.loads(a["jsonRequest"])["payload"]["text"].endswith("y" * 1000) for a in kept
+        )
+        world.api.close()
