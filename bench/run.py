@@ -9,7 +9,7 @@ connection; the learner's view through ``TiledeskClient`` has its own keys (``cl
 
     python bench/run.py                 # everything
     python bench/run.py --only latency  # one part: import, ready, floor, listener, latency,
-                                        # throughput, room, notebooks
+                                        # throughput, room, listing, notebooks
 """
 
 from __future__ import annotations
@@ -747,6 +747,40 @@ def _room_phase(url, room, listeners, healthy, seconds: float, every: float) -> 
     }
 
 
+def measure_listing(conversations: int = 1000, rounds: int = 100) -> dict[str, float]:
+    """A page of 100 out of ``conversations`` open conversations, as an agent lists them."""
+    bench = start_sandbox_process()
+    try:
+        url = bench.url
+        world = make_world(url)
+        client = _connected(url)
+        path = f"/{world.project_id}/requests/{{}}/messages"
+        headers = {"Authorization": world.agent_token}
+        for n in range(conversations):
+            rid = f"support-group-{world.project_id}-{n:032x}"
+            client.post(path.format(rid), {"text": f"hello {n}"}, headers)
+        client.close()
+        session = requests.Session()
+        times = []
+        for n in range(rounds):
+            page = n % (conversations // 100)
+            started = time.perf_counter()
+            answer = session.get(
+                f"{url}/{world.project_id}/requests?limit=100&page={page}",
+                headers=headers,
+                timeout=30,
+            )
+            times.append((time.perf_counter() - started) * 1000)
+            assert answer.status_code == 200 and len(answer.json()["requests"]) == 100
+        session.close()
+    finally:
+        bench.stop()
+    return {
+        "list_page_p50_ms": round(percentile(times, 0.50), 2),
+        "list_page_max_ms": round(max(times), 2),
+    }
+
+
 def measure_notebooks() -> float | None:
     """Wall time to execute every tutorial notebook headless against a fresh sandbox."""
     try:
@@ -769,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency",
             "throughput",
             "room",
+            "listing",
             "notebooks",
         ],
         default=None,
@@ -785,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lambda: results.update(measure_latency(messages=args.messages)),
         "throughput": lambda: results.update(measure_throughput(seconds=args.seconds)),
         "room": lambda: results.update(measure_room()),
+        "listing": lambda: results.update(measure_listing()),
         "notebooks": lambda: results.update(notebooks_s=measure_notebooks()),
     }
     for name, run in parts.items():

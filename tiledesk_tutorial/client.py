@@ -152,6 +152,7 @@ class TiledeskClient:
         self._auth: JWTAuth | BasicAuth | None = None
         self._email: str | None = None
         self._password: str | None = None
+        self._credentials_origin = "the password the client was made with"
         self._project_id: str | None = None
         self.user: User | None = None
         self.last_curl: str | None = None
@@ -186,7 +187,10 @@ class TiledeskClient:
         kwargs.setdefault("email", config.email)
         kwargs.setdefault("password", config.password)
         kwargs.setdefault("project_id", config.project_id)
-        return cls(base_url, **kwargs)
+        client = cls(base_url, **kwargs)
+        if config.password is not None and kwargs["password"] == config.password:
+            client._credentials_origin = "TILEDESK_PASSWORD"
+        return client
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -321,6 +325,7 @@ class TiledeskClient:
             "sign_up", "POST", ("auth", "signup"), body, auth=False, secrets=(password,)
         )
         self._email, self._password = email.strip(), password
+        self._credentials_origin = "the password given to sign_up()"
         return User.from_json(_object(answer).get("user"))
 
     def sign_in(self, email: str | None = None, password: str | None = None) -> AuthResult:
@@ -333,13 +338,22 @@ class TiledeskClient:
             InvalidInputError: no email or password.
             AuthenticationError: unknown email, or wrong password.
         """
+        origin = (
+            "the password given to sign_in()" if password is not None else self._credentials_origin
+        )
         email, password = self._credentials(email, password)
         body = {"email": email, "password": password}
         answer = self._call(
-            "sign_in", "POST", ("auth", "signin"), body, auth=False, secrets=(password,)
+            "sign_in",
+            "POST",
+            ("auth", "signin"),
+            body,
+            auth=False,
+            secrets=(password,),
+            password_origin=origin,
         )
         result = AuthResult.from_json(_object(answer))
-        self._email, self._password = email, password
+        self._email, self._password, self._credentials_origin = email, password, origin
         self._adopt(result)
         return result
 
@@ -947,6 +961,7 @@ class TiledeskClient:
         secrets: tuple[str, ...] = (),
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         raw: bool = False,
+        password_origin: str = "",
     ) -> Answer:
         """Make one API call: build the request, show it as curl, send it, read the answer.
 
@@ -977,6 +992,7 @@ class TiledeskClient:
             retry_safe=method in RETRY_METHODS,
             secrets=(*self._secrets(), *secrets),
             curl=curl,
+            password_origin=password_origin,
         )
         try:
             response = self._session.send(prepared, timeout=self.timeout, allow_redirects=False)

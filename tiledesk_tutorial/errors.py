@@ -237,6 +237,8 @@ class CallContext:
         retry_safe: whether repeating the call is harmless (GET, DELETE).
         secrets: values that must never appear in a message (the token, the password).
         curl: the call as a curl command (secrets redacted), kept in the error.
+        password_origin: where the password sent came from, for the hint of a wrong one (e.g.
+            ``"the password given to sign_in()"``); empty when no password was sent.
     """
 
     operation: str = ""
@@ -248,6 +250,7 @@ class CallContext:
     retry_safe: bool = True
     secrets: tuple[str, ...] = field(default=(), repr=False)
     curl: str | None = field(default=None, repr=False)
+    password_origin: str = ""
 
 
 def check_answer(response: requests.Response, *, context: CallContext) -> Any:
@@ -492,7 +495,8 @@ def error_for_transport_failure(
 
 def _hint_401(low: str, is_json: bool, context: CallContext) -> str:
     if "wrong password" in low:
-        return "the email exists but the password is wrong: check TILEDESK_PASSWORD."
+        origin = context.password_origin or "the password"
+        return f"the email exists but the password is wrong: check {origin}."
     if "user not found" in low:
         return (
             "no active account has this email on this server: check TILEDESK_EMAIL, or sign up "

@@ -495,7 +495,11 @@ class WebhookListener:
         if exc.errno == errno.EADDRINUSE:
             return PortInUseError(
                 f"port {port} on {self.host} is in use by another program.",
-                hint="stop that program, or choose another port (port=0 picks a free one).",
+                hint=(
+                    "stop that program, or choose another port: port=0 picks a free one, or set "
+                    "TILEDESK_LISTENER_PORT (in .env or the environment; e.g. 8100) for the "
+                    "notebooks' listener, then restart the kernel."
+                ),
             )
         if exc.errno == errno.EACCES:
             return ListenerError(

@@ -56,6 +56,7 @@ def find_sandbox(
     """
     global _kernel_sandbox
     from tiledesk_tutorial.sandbox import SandboxError, start_sandbox
+    from tiledesk_tutorial.sandbox.folder import DataFolderError
 
     if explicit:
         if probe_sandbox(explicit, timeout=2.0, require_mark=False):
@@ -72,6 +73,10 @@ def find_sandbox(
             _kernel_sandbox = start_sandbox(port=port, data_dir=data_dir)
             where = "started by this kernel; other notebooks share it while this kernel runs"
             return _kernel_sandbox.url, _kernel_sandbox, where
+        except DataFolderError as exc:  # another sandbox runs on that folder, on another port
+            _kernel_sandbox = start_sandbox(port=0)
+            say(f"Note: {exc.summary} This notebook has its own sandbox on a free port instead.")
+            return _kernel_sandbox.url, _kernel_sandbox, "private to this kernel"
         except SandboxError:
             if probe_sandbox(shared):  # another notebook started one just now
                 return shared, None, "already running, shared by the notebooks"

@@ -24,9 +24,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import requests
+
 from tiledesk_tutorial.client import TiledeskClient
 from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
-from tiledesk_tutorial.errors import AuthenticationError, TiledeskError, TiledeskTutorialError
+from tiledesk_tutorial.errors import (
+    AuthenticationError,
+    CallContext,
+    TiledeskError,
+    TiledeskTutorialError,
+    error_for_transport_failure,
+)
 from tiledesk_tutorial.models import Project
 from tiledesk_tutorial.sandbox_discovery import DEFAULT_SANDBOX_PORT, find_sandbox
 from tiledesk_tutorial.state import Account, TutorialState, new_local_account
@@ -34,7 +42,7 @@ from tiledesk_tutorial.state import Account, TutorialState, new_local_account
 if TYPE_CHECKING:  # pragma: no cover
     from tiledesk_tutorial.sandbox import SandboxHandle
 
-__all__ = ["Tutorial", "TutorialError", "start"]
+__all__ = ["Tutorial", "TutorialError", "check_server_answers", "start"]
 
 log = logging.getLogger("tiledesk_tutorial.tutorial")
 
@@ -338,6 +346,32 @@ class Tutorial:
         return project.id
 
 
+#: Seconds ``start()`` waits for the server of ``TILEDESK_API_URL`` to answer at all.
+SERVER_CHECK_TIMEOUT = 10.0
+
+
+def check_server_answers(config: Config, *, timeout: float = SERVER_CHECK_TIMEOUT) -> None:
+    """Raise :class:`TutorialError` naming ``TILEDESK_API_URL`` when nothing answers there.
+
+    Any HTTP answer will do (an API root may well say 404): what matters is that a server is
+    reached, before the tutorial says "Live mode" and the learner's first call fails further on.
+    """
+    url = config.api_url or ""
+    try:
+        requests.get(url, timeout=timeout, allow_redirects=False).close()
+    except requests.RequestException as exc:
+        failure = error_for_transport_failure(
+            exc, method="GET", url=url, context=CallContext(operation="check TILEDESK_API_URL")
+        )
+        origin = config.sources.get("api_url")
+        where = f" (set in {'the environment' if origin == 'environment' else origin})"
+        raise TutorialError(
+            f"TILEDESK_API_URL is {url}{where if origin else ''}, but {failure.summary}",
+            hint="check TILEDESK_API_URL: it must be the API of a Tiledesk that is running, such "
+            "as https://api.tiledesk.com/v3; or unset it to use the embedded sandbox instead.",
+        ) from None
+
+
 def _ask(prompt: str, secret: bool) -> str:
     """Ask the person at the keyboard; raise :class:`TutorialError` when nobody can answer."""
     try:
@@ -377,6 +411,7 @@ def start(
     set_default(config)  # so that the tunnel and the client see the same file
     folder = Path(home).expanduser() if home is not None else config.tutorial_home
     if config.api_url:
+        check_server_answers(config)
         tutorial = Tutorial.live(config, home=folder, say=say)
         say(f"Live mode: your Tiledesk at {config.api_url}.")
         return tutorial

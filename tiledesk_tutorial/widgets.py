@@ -324,6 +324,8 @@ class ConversationView:
                 layout=w.Layout(flex="1 1 auto", width="auto"),
             )
             self._text.add_class("tiledesk-reply-text")
+            # Enter in the box: the page sends {"event": "submit"} (Text.on_submit is deprecated).
+            self._text.on_msg(self._on_text_message)
             send = w.Button(description="Send", button_style="primary", icon="paper-plane")
             send.add_class("tiledesk-reply-send")
             send.on_click(self._on_click)
@@ -359,7 +361,8 @@ class ConversationView:
 
     @property
     def count_text(self) -> str:
-        """The counter line as shown now, e.g. ``"12 events kept · showing 12 of 12 messages"``."""
+        """The counter line as shown now, e.g.
+        ``"12 messages in 1 conversation · 12 updates received"``."""
         return str(self._count.value)
 
     @property
@@ -561,13 +564,21 @@ class ConversationView:
         self.attach(bytes(chosen["content"]), str(chosen["name"]))
         self._attach.value = ()  # ready for the next file
 
+    def _on_text_message(self, _text: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "submit":
+            self.reply()
 
-def _count_text(kept: int, seen: int, shown: int, conversations: int) -> str:
-    plural = "" if conversations == 1 else "s"
-    return (
-        f"{kept} event{'' if kept == 1 else 's'} kept · showing {shown} of {seen} "
-        f"message{'' if seen == 1 else 's'} in {conversations} conversation{plural}"
-    )
+
+def _count_text(received: int, seen: int, shown: int, conversations: int) -> str:
+    """The header's counter in plain words: what the view holds, what it shows, what came in."""
+    text = f"{_plural(seen, 'message')} in {_plural(conversations, 'conversation')}"
+    if shown < seen:
+        text += f" (the newest {shown} shown)"
+    return f"{text} · {_plural(received, 'update')} received"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _kids(widget: Any) -> list[Any]:

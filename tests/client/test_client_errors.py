@@ -55,7 +55,9 @@ def test_wrong_password(replay: ReplayServer) -> None:
     client = TiledeskClient(replay.url)
     with pytest.raises(AuthenticationError) as info:
         client.sign_in(AGENT_EMAIL, "wrong-password")
-    checked(info.value, "401", "Authentication failed. Wrong password.", "TILEDESK_PASSWORD")
+    checked(
+        info.value, "401", "Authentication failed. Wrong password.", "password given to sign_in()"
+    )
     assert "wrong-password" not in str(info.value)
     assert info.value.status == 401 and info.value.method == "POST"
     assert info.value.body == {"success": False, "msg": "Authentication failed. Wrong password."}

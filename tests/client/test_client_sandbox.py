@@ -11,6 +11,7 @@ from support.client import assert_no_secret
 from support.replay_server import Received, ReplayServer, Reply
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.errors import (
     AuthenticationError,
     EmailAlreadyRegisteredError,
@@ -194,7 +195,15 @@ def test_authentication_errors(base_url: str, agent: TiledeskClient) -> None:
     token = agent.token or ""
     with pytest.raises(AuthenticationError) as info:
         TiledeskClient(base_url).sign_in(EMAIL, "wrong")
-    check(info.value, "Wrong password", "TILEDESK_PASSWORD")
+    check(info.value, "Wrong password", "check the password given to sign_in()")
+    assert "TILEDESK_PASSWORD" not in str(info.value)  # the sandbox's learner never set it
+    with pytest.raises(AuthenticationError) as info:
+        TiledeskClient(base_url, email=EMAIL, password="wrong").sign_in()
+    check(info.value, "Wrong password", "check the password the client was made with")
+    config = Config(api_url=base_url, email=EMAIL, password="wrong")
+    with pytest.raises(AuthenticationError) as info:
+        TiledeskClient.from_config(config).sign_in()
+    check(info.value, "Wrong password", "check TILEDESK_PASSWORD")
     with pytest.raises(AuthenticationError) as info:
         TiledeskClient(base_url).sign_in("nobody@example.com", PASSWORD)
     check(info.value, "User not found")

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,7 +120,9 @@ def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: di
     assert "Hi I&#x27;m Rosy. How can help you?" in log_html
     assert "tiledesk-role-visitor" in log_html and "tiledesk-role-agent" in log_html
     assert "I am not Tiledesk" not in log_html
-    assert widget_value(notebook, "tiledesk-count").startswith("2 events kept")
+    assert widget_value(notebook, "tiledesk-count") == (
+        "2 messages in 1 conversation · 2 updates received"
+    )
     assert any("tiledesk-conversation" in m["classes"] for m in widget_models(notebook))
 
 
@@ -238,9 +243,9 @@ def test_a_notebook_runs_again_in_the_same_kernel(
     counts = [m["value"] for m in widget_models(notebook) if "tiledesk-count" in m["classes"]]
     assert len(counts) == 2, counts  # one view per run
     # The second run's view shows only the second run's messages, each once: the first listener
-    # was replaced, and the view's callback was not doubled. (The number of events kept may differ
-    # by one: a retried delivery of the first run can reach the new listener, as in real life.)
-    shown = [text.split(" · ", 1)[1] for text in counts]
+    # was replaced, and the view's callback was not doubled. (The updates received may differ by
+    # one: a retried delivery of the first run can reach the new listener, as in real life.)
+    shown = [text.split(" · ", 1)[0] for text in counts]
     assert shown[0] == shown[1], counts
     assert outputs(notebook).count("listener stopped, tunnel closed.") == 1
 
@@ -304,6 +309,22 @@ def test_committed_notebook_is_clean_and_follows_the_skeleton(name: str) -> None
         assert "listener.stop()" in last.source and "close_tunnel()" in last.source
     else:
         assert "tt.close()" in last.source
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_python_snippets_in_the_text_run_when_pasted_alone(name: str) -> None:
+    """A ```python block in a notebook's text is pasted as it is: it imports what it uses."""
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    ruff = Path(sys.executable).with_name("ruff")
+    for snippet in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
+        source = textwrap.dedent(snippet)
+        undefined = subprocess.run(
+            [str(ruff), "check", "--isolated", "--select", "F821", "--output-format", "concise",
+             "--stdin-filename", "snippet.py", "-"],
+            input=source, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert undefined.returncode == 0, f"{name}:\n{source}\n{undefined.stdout}"
 
 
 def test_every_notebook_is_in_the_tutorial() -> None:

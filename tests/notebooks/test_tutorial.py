@@ -89,6 +89,18 @@ def test_a_port_held_by_another_program_gives_a_private_sandbox(
     assert tt.where == "private to this kernel"
 
 
+def test_a_data_folder_held_by_another_sandbox_gives_a_private_sandbox(
+    home: Path, kernel_sandbox: None, capsys
+) -> None:
+    with start_sandbox(port=0, data_dir=home / "sandbox") as holder:  # not on the shared port
+        tt = start(sandbox_port=free_port())
+        out = capsys.readouterr().out
+        assert "Another sandbox is already running on the data folder" in out
+        assert holder.url in out
+        assert tt.sandbox is not None and tt.sandbox.data_dir != holder.data_dir
+        assert tt.where == "private to this kernel"
+
+
 def test_a_real_tiledesk_greeting_is_not_taken_for_the_sandbox(
     sandbox_session: SandboxHandle,
 ) -> None:
@@ -271,14 +283,31 @@ def test_live_mode_asks_for_missing_credentials_once(
 
 
 def test_live_mode_that_cannot_ask_explains_the_variables(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, monkeypatch: pytest.MonkeyPatch, sandbox_session: SandboxHandle
 ) -> None:
     monkeypatch.setattr(tutorial, "_asked", {})
-    monkeypatch.setenv("TILEDESK_API_URL", "https://api.example.com/v3")
+    monkeypatch.setenv("TILEDESK_API_URL", sandbox_session.url)  # a server that answers
     monkeypatch.setattr("builtins.input", _no_stdin)
     tt = start(quiet=True)
     with pytest.raises(TutorialError, match="TILEDESK_EMAIL and TILEDESK_PASSWORD"):
         _ = tt.account
+
+
+def test_live_mode_checks_that_the_server_answers_before_saying_live_mode(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("TILEDESK_API_URL", url)
+        with pytest.raises(TutorialError) as info:
+            start()
+    message = str(info.value)
+    assert f"TILEDESK_API_URL is {url} (set in the environment), but could not connect" in message
+    assert "connection refused" in message
+    assert "Hint: check TILEDESK_API_URL" in message
+    assert "sandbox =" not in message and "make sandbox" not in message  # live mode uses none
+    assert "Live mode" not in capsys.readouterr().out
 
 
 def _no_stdin(prompt: str = "") -> str:

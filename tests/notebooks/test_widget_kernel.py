@@ -154,7 +154,8 @@ def test_widget_follows_a_sustained_burst_inside_a_kernel(kernel: Kernel) -> Non
     seen = json.loads(result.strip().splitlines()[-1])
     assert seen["shown"] is True
     assert seen["count"] == (
-        f"{DELIVERIES} events kept · showing {WINDOW} of {DELIVERIES} messages in 1 conversation"
+        f"{DELIVERIES} messages in 1 conversation (the newest {WINDOW} shown) · "
+        f"{DELIVERIES} updates received"
     )
     first_shown = DELIVERIES - WINDOW
     assert f"msg-{first_shown:04d}" in seen["html"]

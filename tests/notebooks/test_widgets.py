@@ -155,7 +155,9 @@ def test_view_without_listener_counts_and_windows() -> None:
     view = ConversationView(max_messages=3)
     view.extend(message(f"m{i}") for i in range(5))
     assert texts(view.html) == ["m2", "m3", "m4"]
-    assert view.count_text == "5 events kept · showing 3 of 5 messages in 1 conversation"
+    assert (
+        view.count_text == "5 messages in 1 conversation (the newest 3 shown) · 5 updates received"
+    )
     assert CSS_CLASS in view.widget._dom_classes
     view.add(message("m5"))
     assert texts(view.html) == ["m3", "m4", "m5"]
@@ -209,8 +211,11 @@ def test_listener_updates_arrive_from_the_worker_thread(listener: WebhookListene
     assert view.wait_until_shown("burst 119", timeout=5)
     assert not view.wait_until_shown("never sent", timeout=0.05)
     assert texts(view.html) == [f"burst {i:03d}" for i in range(70, 120)]
-    wait_until(lambda: view.count_text.startswith("120 events kept"))
-    assert view.count_text == "120 events kept · showing 50 of 120 messages in 1 conversation"
+    wait_until(lambda: view.count_text.endswith("120 updates received"))
+    assert (
+        view.count_text
+        == "120 messages in 1 conversation (the newest 50 shown) · 120 updates received"
+    )
     assert assigned_from == {f"tiledesk-listener-{listener.port}-callbacks"}
     # Coalesced: far fewer redraws than deliveries.
     assert listener.stats["callback_errors"] == 0
@@ -358,7 +363,7 @@ def test_a_view_follows_any_event_source(hub_source: HubSource) -> None:
         hub_source.hub.add(message(f"live {n}"))
     assert view.wait_until_shown("live 19")
     assert texts(view.html) == ["before the view", *(f"live {n}" for n in range(20))]
-    assert view.count_text == "21 events kept · showing 21 of 21 messages in 1 conversation"
+    assert view.count_text == "21 messages in 1 conversation · 21 updates received"
     view.close()
     hub_source.hub.add(message("after close"))
     assert hub_source.hub.wait_idle(10)

@@ -70,9 +70,10 @@ class SandboxProcess:
     block the sandbox); ``stderr_text()`` reads every run's log so far.
     """
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, wrapper: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
         self.args = args
+        self.wrapper = wrapper  # a command that runs the sandbox's (see tests/support/mounts.py)
         self.process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
         self.runs = 0
@@ -96,6 +97,7 @@ class SandboxProcess:
         with out.open("wb") as stdout, err.open("wb") as stderr:
             self.process = subprocess.Popen(
                 [
+                    *self.wrapper,
                     sys.executable,
                     "-m",
                     "tiledesk_tutorial.sandbox",
@@ -123,6 +125,17 @@ class SandboxProcess:
             time.sleep(0.02)
         self.kill()
         raise AssertionError(f"the sandbox printed no URL in {timeout:g} s")
+
+    def start_refused(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Start the sandbox expecting it to refuse: its exit code and what this run wrote to
+        stderr."""
+        try:
+            url = self.start(timeout)
+        except AssertionError:
+            assert self.process is not None and self.process.poll() is not None
+            return self.process.returncode, self._logs[-1].read_text(errors="replace")
+        self.kill()
+        raise AssertionError(f"the sandbox started on {url}")
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to flush, close or clean up anything."""

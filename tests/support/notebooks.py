@@ -70,6 +70,7 @@ def execute_notebook(
     twice: bool = False,
     cell_timeout: int = CELL_TIMEOUT,
     retry_stall: bool = True,
+    allow_errors: bool = False,
 ) -> nbformat.NotebookNode:
     """Run a copy of ``notebooks/<name>.ipynb`` in ``workdir`` in a fresh kernel; return it.
 
@@ -79,6 +80,9 @@ def execute_notebook(
 
     ``twice``: run every cell but the last, then the whole notebook again, in the same kernel (a
     learner re-running the notebook without restarting it, listener still running).
+
+    ``allow_errors``: a cell that fails does not stop the run; its error is in its outputs (a
+    learner's mistake, as the notebook shows it).
 
     A kernel run on this kind of machine stalls for a minute, rarely, with no error
     (docs: environment notes): with ``retry_stall`` such a run is retried once, and logged.
@@ -98,6 +102,7 @@ def execute_notebook(
             kernel_name="python3",
             resources={"metadata": {"path": str(workdir)}},
             shutdown_kernel="immediate",
+            allow_errors=allow_errors,
         )
         try:
             client.execute()

@@ -231,6 +231,13 @@ def test_notebook_05_reply_box_sends_from_the_browser(lab_run: LabRun, browser, 
         chat.locator(".tiledesk-status", has_text="Sent at").wait_for()
         assert chat.locator(".tiledesk-reply-text input").input_value() == ""
         save_screenshot(chat, output_dir(request.node), "widget-reply-box.png")
+
+        # Enter sends too, as in any chat box.
+        second = "Anything else I can do for you?"
+        chat.locator(".tiledesk-reply-text input").fill(second)
+        chat.locator(".tiledesk-reply-text input").press("Enter")
+        chat.locator(".tiledesk-role-agent", has_text=second).wait_for()
+        assert chat.locator(".tiledesk-reply-text input").input_value() == ""
         notebook_errors.assert_none()
     finally:
         context.close()

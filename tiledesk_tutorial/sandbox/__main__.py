@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="serve a workshop room: every interface, and a room view for the presenter",
     )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="start on a data folder whose write-ahead log is damaged: keep its good part and "
+        "move the damaged file aside",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if args.host is None:
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             prefixes=tuple(args.prefix) if args.prefix else DEFAULT_PREFIXES,
             retry_policy=RetryPolicy(retries=args.retries, backoff=args.backoff),
             room=args.room,
+            repair=args.repair,
         )
     except SandboxError as exc:
         hint = f" Hint: {exc.hint}" if exc.hint else ""

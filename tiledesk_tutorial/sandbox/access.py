@@ -7,8 +7,10 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +23,8 @@ from tiledesk_tutorial.sandbox.errors import (
     role_too_low,
     unauthorized,
 )
-from tiledesk_tutorial.sandbox.passwords import verify_password
+from tiledesk_tutorial.sandbox.guessing import GuessingGuard
+from tiledesk_tutorial.sandbox.passwords import verify_password_or_decoy
 from tiledesk_tutorial.sandbox.store import Store
 from tiledesk_tutorial.wire import (
     SUBJECT_GUEST,
@@ -76,14 +79,17 @@ class Authenticator:
         # Checking a password takes ~80 ms by design; remember recent successes so that HTTP Basic
         # on every call (as the tutorial's curl commands do) stays fast.
         self._basic_cache: OrderedDict[str, str] = OrderedDict()
+        #: Failure counts of HTTP Basic and sign-in, per account and per address.
+        self.guard = GuessingGuard()
         self._cache_lock = threading.Lock()
         # Verifying a token and reading its user takes ~90 us, a fifth of a message POST; the
-        # principal it gives is remembered (sign-in tokens never expire, users are never
-        # disabled in the sandbox). Memberships are read each time: ~8 us, not worth a cache.
-        self._principals: dict[str, Principal] = {}
+        # principal it gives is remembered until the token's ``exp`` (users are never disabled
+        # in the sandbox). Memberships are read each time: ~8 us, not worth a cache.
+        self._principals: dict[str, tuple[Principal, float]] = {}
 
-    def authenticate(self, header: str | None) -> Principal:
-        """Return the caller, or raise the real server's 401 (or 400/403) answer."""
+    def authenticate(self, header: str | None, address: str | None = None) -> Principal:
+        """Return the caller, or raise the real server's 401 (or 400/403) answer; ``429`` for
+        HTTP Basic after repeated wrong passwords for the account or from ``address``."""
         if not header:
             raise unauthorized()
         match = _SCHEME_RE.match(header)
@@ -91,9 +97,9 @@ class Authenticator:
             raise unauthorized()
         scheme, credentials = match.group(1).lower(), match.group(2)
         if scheme == "jwt":
-            principal = self._principals.get(credentials) or self._from_jwt(credentials)
+            principal = self._cached(credentials) or self._from_jwt(credentials)
         elif scheme == "basic":
-            principal = self._from_basic(credentials)
+            principal = self._from_basic(credentials, address)
         else:  # Bearer and everything else: neither strategy of the real server matches.
             raise unauthorized()
         if len(header.split(" ")) != 2:
@@ -115,10 +121,11 @@ class Authenticator:
             )
             if user is None or user.get("status") != 100:
                 raise unauthorized()
-            return self._remember(token, _user_principal(user))
+            return self._remember(token, claims, _user_principal(user))
         if subject == SUBJECT_GUEST and isinstance(claims.get("_id"), str):
             return self._remember(
                 token,
+                claims,
                 Principal(
                     kind="guest",
                     id=claims["_id"],
@@ -145,10 +152,24 @@ class Authenticator:
             return None
         return _user_principal(user)
 
-    def _remember(self, token: str, principal: Principal) -> Principal:
+    def _cached(self, token: str) -> Principal | None:
+        found = self._principals.get(token)
+        if found is None:
+            return None
+        principal, expires = found
+        if time.time() >= expires:  # PyJWT refuses a token from its ``exp`` second on
+            self._principals.pop(token, None)
+            return None
+        return principal
+
+    def _remember(self, token: str, claims: dict[str, Any], principal: Principal) -> Principal:
         if len(self._principals) >= 10_000:
             self._principals.clear()  # a crude bound; a workshop never comes near it
-        self._principals[token] = principal
+        expires = claims.get("exp")
+        self._principals[token] = (
+            principal,
+            float(expires) if isinstance(expires, int | float) else math.inf,
+        )
         return principal
 
     def _subscription_principal(self, token: str, audience: str) -> Principal:
@@ -162,7 +183,7 @@ class Authenticator:
             kind="subscription", id=subscription_id, fullname="Guest", project_id=row[1]
         )
 
-    def _from_basic(self, credentials: str) -> Principal:
+    def _from_basic(self, credentials: str, address: str | None) -> Principal:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -170,10 +191,13 @@ class Authenticator:
         if ":" not in decoded:
             raise ApiError(400, "Bad Request", plain=True)
         email, password = decoded.split(":", 1)
+        self.guard.check(email, address)  # before the cache, which would confirm a guess
         row = self._store.query_one(
             "SELECT password_hash, doc FROM users WHERE email = ?", (email.lower(),)
         )
         if row is None:
+            verify_password_or_decoy(password, None)
+            self.guard.failed(email, address)
             raise unauthorized()
         stored_hash, doc = row
         key = hashlib.sha256(f"{email.lower()}\0{password}\0{stored_hash}".encode()).hexdigest()
@@ -182,8 +206,10 @@ class Authenticator:
             if cached:
                 self._basic_cache.move_to_end(key)
         if not cached:
-            if not verify_password(password, stored_hash):
+            if not verify_password_or_decoy(password, stored_hash):
+                self.guard.failed(email, address)
                 raise unauthorized()
+            self.guard.succeeded(email)
             with self._cache_lock:
                 self._basic_cache[key] = email
                 while len(self._basic_cache) > 1024:

@@ -15,7 +15,7 @@ from typing import Any
 from tiledesk_tutorial.sandbox import documents as docs
 from tiledesk_tutorial.sandbox.access import Authenticator, Principal
 from tiledesk_tutorial.sandbox.errors import ApiError, object_not_found, role_too_low, validation
-from tiledesk_tutorial.sandbox.passwords import hash_password, verify_password
+from tiledesk_tutorial.sandbox.passwords import hash_password, verify_password_or_decoy
 from tiledesk_tutorial.sandbox.store import Store, dumps
 from tiledesk_tutorial.sandbox.tokens import sign_guest_token, sign_user_token
 from tiledesk_tutorial.wire import is_object_id, iso, new_object_id, new_uuid, now
@@ -67,10 +67,12 @@ class Accounts:
             raise ApiError(403, {"success": False, "message": "Email already registered"}) from None
         return {"success": True, "msg": "Successfully created new user.", "user": user}
 
-    def signin(self, body: dict[str, Any]) -> dict[str, Any]:
+    def signin(self, body: dict[str, Any], address: str | None = None) -> dict[str, Any]:
         """``POST /auth/signin``: check e-mail and password, return ``JWT <token>`` and the user.
 
-        Checking the password takes about 75 ms of CPU: call it off the event loop.
+        Checking the password takes about 75 ms of CPU: call it off the event loop. Repeated
+        failures for the e-mail (or from ``address``) are answered ``429`` for a while (see
+        :mod:`tiledesk_tutorial.sandbox.guessing`).
         """
         email = body.get("email")
         if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
@@ -78,13 +80,17 @@ class Accounts:
         password = body.get("password")
         if not isinstance(password, str) or not password:
             raise validation("password", "***" if password else password)
+        guard = self.auth.guard
+        guard.check(email, address)
         row = self.store.query_one(
             "SELECT password_hash, doc FROM users WHERE email = ?", (email.strip().lower(),)
         )
-        if row is None or json.loads(row[1]).get("status") != 100:
-            raise ApiError(401, {"success": False, "msg": "Authentication failed. User not found."})
-        if not verify_password(password, row[0]):
-            raise ApiError(401, {"success": False, "msg": "Authentication failed. Wrong password."})
+        known = row is not None and json.loads(row[1]).get("status") == 100
+        if not verify_password_or_decoy(password, row[0] if known else None):
+            guard.failed(email, address)
+            msg = "Wrong password." if known else "User not found."
+            raise ApiError(401, {"success": False, "msg": f"Authentication failed. {msg}"})
+        guard.succeeded(email)
         user = json.loads(row[1])
         public = {key: user[key] for key in ("_id", "email", "firstname", "lastname")}
         public["emailverified"] = user["emailverified"]

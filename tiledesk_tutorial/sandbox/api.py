@@ -113,7 +113,7 @@ class Api:
         """Authenticate the ``Authorization`` header (HTTP Basic's key derivation off the loop)."""
         header = request.headers.get("authorization")
         if header and header.lstrip()[:6].lower() == "basic ":
-            return await self.off_loop(self.auth.authenticate, header)
+            return await self.off_loop(self.auth.authenticate, header, request.client)
         return self.auth.authenticate(header)
 
     # ---------------------------------------------------------------------------- global routes
@@ -130,7 +130,7 @@ class Api:
     async def signin(self, request: Request) -> Response:
         """``POST /auth/signin``."""
         body = await read_body(request)
-        return json_response(200, await self.off_loop(self.accounts.signin, body))
+        return json_response(200, await self.off_loop(self.accounts.signin, body, request.client))
 
     async def signin_anonymously(self, request: Request) -> Response:
         """``POST /auth/signinAnonymously``."""

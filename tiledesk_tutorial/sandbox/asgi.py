@@ -29,6 +29,8 @@ class Request:
     def __init__(self, scope: Scope, receive: Receive, path: str | None = None) -> None:
         self.method: str = scope["method"]
         self.path: str = path if path is not None else scope["path"]
+        #: The caller's IP address (None when the server does not know it).
+        self.client: str | None = (scope.get("client") or (None,))[0]
         self.headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             # The first of repeated headers wins, as werkzeug's ``headers.get`` (and Express) do.

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 
 _N, _R, _P = 2**14, 8, 1
 _MAXMEM = 64 * 1024 * 1024
@@ -39,3 +40,20 @@ def verify_password(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
+
+
+_decoy: str | None = None
+_decoy_lock = threading.Lock()
+
+
+def verify_password_or_decoy(password: str, stored: str | None) -> bool:
+    """:func:`verify_password`, or, for an account that does not exist (``stored`` None), the same
+    work against a decoy hash and False: the time taken does not tell the two apart."""
+    global _decoy
+    if stored is not None:
+        return verify_password(password, stored)
+    with _decoy_lock:
+        if _decoy is None:
+            _decoy = hash_password(base64.b64encode(os.urandom(12)).decode())
+    verify_password(password, _decoy)
+    return False

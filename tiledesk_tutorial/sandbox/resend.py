@@ -20,8 +20,8 @@ from typing import Any
 
 from tiledesk_tutorial.sandbox.changes import ChangeFeed
 from tiledesk_tutorial.sandbox.errors import ApiError
-from tiledesk_tutorial.sandbox.store import dumps
-from tiledesk_tutorial.sandbox.subscriptions import Delivery
+from tiledesk_tutorial.sandbox.store import HISTORY_DOC, dumps
+from tiledesk_tutorial.sandbox.subscriptions import queue_delivery
 from tiledesk_tutorial.sandbox.tokens import sign_subscription_token
 from tiledesk_tutorial.wire import is_object_id
 
@@ -40,7 +40,7 @@ class Resends:
             # The history has no column for the entry's id: a scan of the project's entries,
             # fine for a call made by hand (about 20 ms for 100,000 entries).
             row = conn.execute(
-                "SELECT doc FROM delivery_log WHERE id_project = ? "
+                f"SELECT {HISTORY_DOC} FROM delivery_log WHERE id_project = ? "  # noqa: S608
                 "AND json_extract(doc, '$._id') = ?",
                 (project_id, delivery_id),
             ).fetchone()
@@ -69,21 +69,9 @@ class Resends:
             body["token"] = sign_subscription_token(json.loads(hook_json), secret)
             text = dumps(body)
             queued_at = time.time()
-            cursor = conn.execute(
-                "INSERT INTO outbox (subscription_id, id_project, event, target, secret, body, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (subscription_id, project_id, event, target, secret, text, queued_at),
-            )
             changes.deliveries.append(
-                Delivery(
-                    seq=cursor.lastrowid or 0,
-                    subscription_id=subscription_id,
-                    id_project=project_id,
-                    event=event,
-                    target=target,
-                    secret=secret,
-                    body=text,
-                    next_attempt_at=queued_at,
+                queue_delivery(
+                    conn, subscription_id, project_id, event, target, secret, text, queued_at
                 )
             )
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -29,6 +30,7 @@ from tiledesk_tutorial.sandbox.conversations import Conversations
 from tiledesk_tutorial.sandbox.delivery import DeliveryWorker, RetryPolicy
 from tiledesk_tutorial.sandbox.errors import SandboxError
 from tiledesk_tutorial.sandbox.files import Files
+from tiledesk_tutorial.sandbox.folder import FolderLock, open_store
 from tiledesk_tutorial.sandbox.protocols import (
     HEAD_TIMEOUT,
     SandboxHttpProtocol,
@@ -37,15 +39,15 @@ from tiledesk_tutorial.sandbox.protocols import (
 from tiledesk_tutorial.sandbox.realtime import DEFAULT_QUEUE_BYTES, Realtime
 from tiledesk_tutorial.sandbox.resend import Resends
 from tiledesk_tutorial.sandbox.room import Room
-from tiledesk_tutorial.sandbox.store import Store
 from tiledesk_tutorial.sandbox.subscriptions import Outbox, Subscriptions
 from tiledesk_tutorial.wire import SERVER_PING_INTERVAL
 
 log = logging.getLogger("tiledesk_tutorial.sandbox")
 
 DEFAULT_PREFIXES = ("/v3",)
-#: Threads for key derivation: one per core of the laptops the tutorial runs on.
-KEY_DERIVATION_THREADS = 2
+#: Threads for key derivation (scrypt, ~75 ms of CPU each): half the cores, so that a burst of
+#: sign-ins or wrong passwords always leaves the event loop a core for everyone else's calls.
+KEY_DERIVATION_THREADS = max(1, (os.cpu_count() or 2) // 2)
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
 
@@ -70,12 +72,15 @@ class SandboxHandle:
         realtime_queue_bytes: int,
         head_timeout: float,
         room: bool = False,
+        folder_lock: FolderLock | None = None,
+        repair: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self._temporary = temporary
+        self._folder_lock = folder_lock
         self.host, self.port = sock.getsockname()[:2]
         self.url = f"http://{_url_host(self.host)}:{self.port}"
-        self.store = Store(Path(data_dir) / "sandbox.sqlite3")
+        self.store = open_store(Path(data_dir), repair=repair)
         global_secret = self.store.meta("global_secret", lambda: secrets.token_hex(32))
         self.auth = Authenticator(self.store, global_secret)
         self.accounts = Accounts(self.store, self.auth, global_secret)
@@ -105,7 +110,7 @@ class SandboxHandle:
                   Files(self.store, Path(data_dir) / "files"))  # fmt: skip
         http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
-            SandboxApp(api, self.realtime, prefixes, room=self.room),
+            SandboxApp(api, self.realtime, prefixes, room=self.room, data_dir=Path(data_dir)),
             http=http,
             ws=SandboxWebSocketProtocol,
             ws_max_size=64 * 1024,  # a client's frames are small: subscribe, heartbeat, me
@@ -218,6 +223,8 @@ class SandboxHandle:
         self._sock.close()
         self._key_derivation.shutdown(wait=True)
         self.store.close()
+        if self._folder_lock is not None:
+            self._folder_lock.release()
         if self._temporary:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -257,12 +264,16 @@ def start_sandbox(
     realtime_queue_bytes: int = DEFAULT_QUEUE_BYTES,
     head_timeout: float = HEAD_TIMEOUT,
     room: bool = False,
+    repair: bool = False,
 ) -> SandboxHandle:
     """Start the sandbox in a background thread and return its handle once it answers.
 
     ``port=0`` picks a free port. Without ``data_dir`` the data lives in a temporary folder that
     ``stop()`` removes; with one, everything persists there across restarts. A busy port raises
-    :class:`SandboxError`. ``deliveries_per_target`` bounds the webhooks in flight to one
+    :class:`SandboxError`; a folder another sandbox runs on, or one that cannot be written or holds
+    a damaged database, raises :class:`~tiledesk_tutorial.sandbox.folder.DataFolderError` (one line
+    naming the folder); ``repair=True`` moves a damaged write-ahead log aside, keeping its good
+    part. ``deliveries_per_target`` bounds the webhooks in flight to one
     target; ``realtime_ping_interval`` is the Realtime API's heartbeat (Tiledesk's 30 s; tests
     shorten it), ``realtime_queue_bytes`` the frames that may wait for a client that does not
     read, ``head_timeout`` the seconds a client has to send a request's headers. ``room=True``
@@ -273,7 +284,10 @@ def start_sandbox(
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="tiledesk-sandbox-")) if temporary else Path(data_dir)
     sock = _bind(host, port)
+    lock = FolderLock(folder)
     try:
+        bound_host, bound_port = sock.getsockname()[:2]
+        lock.acquire(f"http://{_url_host(bound_host)}:{bound_port}")
         handle = SandboxHandle(
             sock,
             folder,
@@ -285,9 +299,12 @@ def start_sandbox(
             realtime_queue_bytes=realtime_queue_bytes,
             head_timeout=head_timeout,
             room=room,
+            folder_lock=lock,
+            repair=repair,
         )
     except BaseException:
         sock.close()
+        lock.release()
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
         raise

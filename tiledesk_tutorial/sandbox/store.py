@@ -59,8 +59,27 @@ CREATE INDEX IF NOT EXISTS delivery_log_by_project ON delivery_log (id_project, 
 CREATE TABLE IF NOT EXISTS files (
     filename TEXT PRIMARY KEY, id_project TEXT NOT NULL, disk_name TEXT NOT NULL,
     doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS delivery_bodies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+#: A delivery attempt's history document, its request body (stored once in ``delivery_bodies``
+#: for every attempt of a delivery, not once per attempt) put back in place. Rows written before
+#: that table existed keep their body in the document.
+HISTORY_DOC = (
+    "CASE WHEN delivery_log.body_id IS NULL THEN delivery_log.doc ELSE json_set(delivery_log.doc, "
+    "'$.jsonRequest', (SELECT body FROM delivery_bodies WHERE id = delivery_log.body_id)) END"
+)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's ``SQLITE_FULL`` (or the ``ENOSPC`` beneath it): the disk is full."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_FULL") or "disk is full" in str(exc)
 
 
 def dumps(doc: Any) -> str:
@@ -82,6 +101,18 @@ class Store:
         self._conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=30
         )
+        try:
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="sandbox-store-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _prepare(self) -> None:
         self._conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL keeps every committed transaction across a process crash (SIGKILL); only an
         # operating-system crash or power loss could lose the last few.
@@ -93,11 +124,12 @@ class Store:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._lock:
             self._conn.executescript(SCHEMA)
-        self._stop_checkpoints = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="sandbox-store-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(delivery_log)")}
+            if "body_id" not in columns:  # a data folder from before delivery_bodies
+                self._conn.execute("ALTER TABLE delivery_log ADD COLUMN body_id INTEGER")
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS delivery_log_by_body ON delivery_log (body_id)"
+            )
 
     def _checkpoint_loop(self, every: float = 1.0) -> None:
         conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
@@ -117,11 +149,12 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk does that).
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -166,6 +199,13 @@ class Store:
             (name,),
         )
         return conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    def close_quietly(self) -> None:
+        """Close without the final checkpoint: for a database found damaged, left as it is."""
+        self._stop_checkpoints.set()
+        self._checkpointer.join(5)
+        with self._lock:
+            self._conn.close()
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection."""

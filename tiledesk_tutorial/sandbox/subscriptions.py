@@ -18,7 +18,7 @@ from typing import Any
 from tiledesk_tutorial.sandbox import documents as docs
 from tiledesk_tutorial.sandbox.access import Principal
 from tiledesk_tutorial.sandbox.errors import object_not_found, validation
-from tiledesk_tutorial.sandbox.store import Store, dumps
+from tiledesk_tutorial.sandbox.store import HISTORY_DOC, Store, dumps
 from tiledesk_tutorial.sandbox.tokens import sign_subscription_token
 from tiledesk_tutorial.wire import WEBHOOK_EVENTS, epoch_ms, new_object_id, new_uuid, now
 
@@ -44,6 +44,34 @@ class Delivery:
     body: str = field(repr=False)
     attempts: int = 0
     next_attempt_at: float = 0.0
+
+
+def queue_delivery(
+    conn: sqlite3.Connection,
+    subscription_id: str,
+    project_id: str,
+    event: str,
+    target: str,
+    secret: str,
+    body: str,
+    due_at: float,
+) -> Delivery:
+    """Insert one delivery into the outbox, inside the caller's transaction, and return it."""
+    cursor = conn.execute(
+        "INSERT INTO outbox (subscription_id, id_project, event, target, secret, body, "
+        "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (subscription_id, project_id, event, target, secret, body, due_at),
+    )
+    return Delivery(
+        seq=cursor.lastrowid or 0,
+        subscription_id=subscription_id,
+        id_project=project_id,
+        event=event,
+        target=target,
+        secret=secret,
+        body=body,
+        next_attempt_at=due_at,
+    )
 
 
 class Outbox:
@@ -76,21 +104,9 @@ class Outbox:
                 f'{{"timestamp":{timestamp},"payload":{payload_json},'
                 f'"hook":{hook_json},"token":"{token}"}}'
             )
-            cursor = conn.execute(
-                "INSERT INTO outbox (subscription_id, id_project, event, target, secret, body, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (subscription_id, project_id, event, target, secret, body, now_s),
-            )
             queued.append(
-                Delivery(
-                    seq=cursor.lastrowid or 0,
-                    subscription_id=subscription_id,
-                    id_project=project_id,
-                    event=event,
-                    target=target,
-                    secret=secret,
-                    body=body,
-                    next_attempt_at=now_s,
+                queue_delivery(
+                    conn, subscription_id, project_id, event, target, secret, body, now_s
                 )
             )
         return queued
@@ -176,6 +192,7 @@ class Subscriptions:
     def history(self, project_id: str, page: int) -> list[dict[str, Any]]:
         """``GET /:pid/subscriptions/history``: every delivery attempt, newest first."""
         return self.store.docs(
-            "SELECT doc FROM delivery_log WHERE id_project = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
+            f"SELECT {HISTORY_DOC} FROM delivery_log WHERE id_project = ? "  # noqa: S608 - a constant
+            "ORDER BY seq DESC LIMIT ? OFFSET ?",
             (project_id, HISTORY_PAGE, page * HISTORY_PAGE),
         )
