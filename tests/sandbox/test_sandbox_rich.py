@@ -7,14 +7,19 @@ are compared with the recorded deliveries.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from support.faults import SandboxProcess
+from support.mounts import private_mounts_available, seen_by, small_disk
 from support.replay_server import TRANSCRIPTS, load_transcript
 from support.sandbox import Receiver, World, make_world, shape
 
@@ -231,3 +236,47 @@ def test_rating_refusals(world: World) -> None:
         token=other_token,
     )
     assert stranger.status_code == 403
+
+
+@pytest.mark.skipif(
+    not private_mounts_available(), reason="needs `unshare -rm` (user and mount namespaces)"
+)
+def test_an_upload_on_a_full_disk_is_507_leaves_nothing_and_resumes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    sandbox = SandboxProcess(data, wrapper=small_disk(data, "8m"))
+    photo = b"\x89PNG\r\n\x1a\n" + os.urandom(UPLOAD_LIMIT - 64)
+    try:
+        w = make_world(sandbox.start())
+        first = upload(w, "first.png", tiny_png())
+        assert first.status_code == 201, first.text
+        stored = seen_by(sandbox.pid, data / "files")
+        kept = sorted(p.name for p in stored.iterdir())
+        filler = seen_by(sandbox.pid, data) / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        full = upload(w, "photo.png", photo)
+        assert full.status_code == 507, full.text
+        assert int(full.headers["Retry-After"]) > 0 and "disk is full" in full.json()["msg"]
+        assert sorted(p.name for p in stored.iterdir()) == kept  # no part file, no orphan
+        filler.unlink()
+        again = upload(w, "photo.png", photo)
+        assert again.status_code == 201, again.text
+        download = w.api.get(
+            f"/{w.project_id}/files",
+            params={"path": again.json()["filename"]},
+            token=w.agent_token,
+        )
+        assert download.content == photo
+        w.api.close()
+    finally:
+        sandbox.kill()
+    stderr = sandbox.stderr_text()
+    assert "Traceback" not in stderr
+    assert f"the disk of the data folder {data} is full" in stderr

@@ -75,7 +75,6 @@ class Files:
         file_id = str(uuid.uuid4())
         filename = f"uploads/users/{_SAFE_NAME.sub('_', uploader_id)}/files/{file_id}/{safe}"
         disk_path = self.folder / file_id
-        _write_durably(disk_path, data)
         doc = {
             "filename": filename,
             "id_project": project_id,
@@ -84,11 +83,16 @@ class Files:
             "uploadedBy": uploader_id,
             "createdAt": iso(now()),
         }
-        with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO files (filename, id_project, disk_name, doc) VALUES (?, ?, ?, ?)",
-                (filename, project_id, file_id, dumps(doc)),
-            )
+        try:  # a full disk raises here (answered 507); a refused upload leaves no file behind
+            _write_durably(disk_path, data)
+            with self.store.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO files (filename, id_project, disk_name, doc) VALUES (?, ?, ?, ?)",
+                    (filename, project_id, file_id, dumps(doc)),
+                )
+        except BaseException:
+            disk_path.unlink(missing_ok=True)
+            raise
         return {"message": "File uploaded successfully", "filename": filename}
 
     def get(self, project_id: str, filename: str) -> StoredFile:
@@ -126,11 +130,15 @@ def content_matches(content_type: str, data: bytes) -> bool:
 
 def _write_durably(path: Path, data: bytes) -> None:
     temporary = path.with_suffix(".part")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)

@@ -7,6 +7,7 @@ outbox), so nothing acknowledged is lost when the process stops, even by SIGKILL
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sqlite3
@@ -75,7 +76,10 @@ HISTORY_DOC = (
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """True for SQLite's ``SQLITE_FULL`` (or the ``ENOSPC`` beneath it): the disk is full."""
+    """True for SQLite's ``SQLITE_FULL``, or a file write's ``ENOSPC`` or ``EDQUOT`` (a chat
+    upload's): the disk is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
     if not isinstance(exc, sqlite3.Error):
         return False
     name = getattr(exc, "sqlite_errorname", "") or ""
