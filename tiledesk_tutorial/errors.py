@@ -599,6 +599,11 @@ def _hint_5xx(status: int, low: str, context: CallContext) -> str | None:
             "the server could not create the conversation. Request ids are unique across all "
             "projects (use new_request_id()), and a free plan limits conversations per month."
         )
+    if status == 507:
+        return (
+            "the server has no room to store this: nothing was saved. Free some space on its disk "
+            "(on the sandbox, a project's chat files are bounded: use a new project), then retry."
+        )
     if status == 500:
         return (
             "Tiledesk also answers 500 for malformed ids and bodies: check the ids you passed. "

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
-from tiledesk_tutorial.errors import InvalidInputError, NotFoundError, ValidationError
+from tiledesk_tutorial.errors import (
+    InvalidInputError,
+    NotFoundError,
+    ServerError,
+    ValidationError,
+)
 from tiledesk_tutorial.models import UploadedFile
 from tiledesk_tutorial.samples import DAMAGED_BOX, DAMAGED_BOX_SIZE
 from tiledesk_tutorial.sandbox import SandboxHandle
@@ -116,3 +121,17 @@ def test_the_servers_refusal_of_a_mismatched_file_is_a_clear_error(agent: Tilede
     with pytest.raises(ValidationError) as caught:
         agent.upload_file(b"not a png at all", name="photo.png")
     assert "not image/png" in str(caught.value)
+
+
+def test_a_full_store_is_one_error_saying_nothing_was_saved(
+    sandbox: SandboxHandle, agent: TiledeskClient
+) -> None:
+    photo = DAMAGED_BOX.read_bytes()
+    sandbox.files.project_limit = len(photo)
+    agent.upload_file(DAMAGED_BOX)
+    with pytest.raises(ServerError) as caught:
+        agent.upload_file(DAMAGED_BOX)
+    assert caught.value.status == 507
+    assert "nothing was saved" in str(caught.value)
+    assert caught.value.hint is not None and "use a new project" in caught.value.hint
+    assert "try again shortly" not in caught.value.hint

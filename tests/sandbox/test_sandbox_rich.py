@@ -238,6 +238,21 @@ def test_rating_refusals(world: World) -> None:
     assert stranger.status_code == 403
 
 
+def test_a_projects_files_are_bounded_with_507(sandbox: SandboxHandle, world: World) -> None:
+    photo = tiny_png()
+    sandbox.files.project_limit = 2 * len(photo)
+    assert upload(world, "one.png", photo).status_code == 201
+    assert upload(world, "two.png", photo).status_code == 201
+    full = upload(world, "three.png", photo)
+    assert full.status_code == 507
+    assert full.json()["success"] is False and "nothing was saved" in full.json()["error"]
+    assert "Retry-After" not in full.headers  # waiting frees nothing: a new project does
+    assert sandbox.files.stored_bytes(world.project_id) == 2 * len(photo)
+    other = make_world(sandbox.url)  # another project has its own room
+    assert upload(other, "one.png", photo).status_code == 201
+    other.api.close()
+
+
 @pytest.mark.skipif(
     not private_mounts_available(), reason="needs `unshare -rm` (user and mount namespaces)"
 )

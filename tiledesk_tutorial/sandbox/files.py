@@ -3,7 +3,8 @@
 A file is written to the data folder and made durable (fsync of the file, then of its folder)
 before its row is committed, so an acknowledged upload survives a crash as messages do. The
 extension must be on the real server's allow-list, the size within its limit, and the content
-must be what the extension declares (a ``.png`` that is not a PNG is refused).
+must be what the extension declares (a ``.png`` that is not a PNG is refused). A project's
+files together are bounded (``project_limit``, 64 MiB): one room's learners cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _MAGIC = {
     "image/gif": (b"GIF87a", b"GIF89a"),
     "application/pdf": (b"%PDF-",),
 }
+#: What one project's chat files may hold together, by default (Tiledesk has no bound).
+PROJECT_FILES_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,17 @@ class StoredFile:
 class Files:
     """The chat uploads of every project, kept in ``folder`` and indexed in the store."""
 
-    def __init__(self, store: Store, folder: Path, limit: int = UPLOAD_LIMIT) -> None:
+    def __init__(
+        self,
+        store: Store,
+        folder: Path,
+        limit: int = UPLOAD_LIMIT,
+        project_limit: int = PROJECT_FILES_LIMIT,
+    ) -> None:
         self.store = store
         self.folder = folder
         self.limit = limit
+        self.project_limit = project_limit
         folder.mkdir(parents=True, exist_ok=True)
 
     def save(self, project_id: str, uploader_id: str, name: str, data: bytes) -> dict[str, Any]:
@@ -72,6 +82,7 @@ class Files:
                     "send the file with the extension of what it is.",
                 },
             )
+        self._check_room(project_id, len(data))
         file_id = str(uuid.uuid4())
         filename = f"uploads/users/{_SAFE_NAME.sub('_', uploader_id)}/files/{file_id}/{safe}"
         disk_path = self.folder / file_id
@@ -94,6 +105,27 @@ class Files:
             disk_path.unlink(missing_ok=True)
             raise
         return {"message": "File uploaded successfully", "filename": filename}
+
+    def stored_bytes(self, project_id: str) -> int:
+        """The size of every chat file of this project, together."""
+        row = self.store.query_one(
+            "SELECT COALESCE(SUM(json_extract(doc, '$.size')), 0) FROM files WHERE id_project = ?",
+            (project_id,),
+        )
+        return int(row[0]) if row else 0
+
+    def _check_room(self, project_id: str, size: int) -> None:
+        """507 when this upload would take the project's files past ``project_limit``."""
+        if self.stored_bytes(project_id) + size > self.project_limit:
+            mib = self.project_limit / (1024 * 1024)
+            raise ApiError(
+                507,
+                {
+                    "success": False,
+                    "error": f"This project's chat files already hold the sandbox's {mib:g} MiB: "
+                    "nothing was saved. Start a new project (or a fresh sandbox) to upload more.",
+                },
+            )
 
     def get(self, project_id: str, filename: str) -> StoredFile:
         """The stored file ``filename`` of this project; 404 when there is none."""

@@ -105,9 +105,10 @@ class SandboxHandle:
         self._key_derivation = ThreadPoolExecutor(
             KEY_DERIVATION_THREADS, thread_name_prefix="sandbox-kdf"
         )
+        #: The chat uploads, kept in ``<data folder>/files``.
+        self.files = Files(self.store, Path(data_dir) / "files")
         api = Api(self.auth, self.accounts, self.conversations, self.subscriptions,
-                  self._key_derivation, Resends(feed),
-                  Files(self.store, Path(data_dir) / "files"))  # fmt: skip
+                  self._key_derivation, Resends(feed), self.files)  # fmt: skip
         http = type("HttpProtocol", (SandboxHttpProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
             SandboxApp(api, self.realtime, prefixes, room=self.room, data_dir=Path(data_dir)),

@@ -60,6 +60,7 @@ CREATE INDEX IF NOT EXISTS delivery_log_by_project ON delivery_log (id_project, 
 CREATE TABLE IF NOT EXISTS files (
     filename TEXT PRIMARY KEY, id_project TEXT NOT NULL, disk_name TEXT NOT NULL,
     doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS files_by_project ON files (id_project);
 CREATE TABLE IF NOT EXISTS delivery_bodies (
     id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
