@@ -21,10 +21,10 @@ import pytest
 from support.faults import SandboxProcess
 from support.mounts import private_mounts_available, seen_by, small_disk
 from support.replay_server import TRANSCRIPTS, load_transcript
-from support.sandbox import Receiver, World, make_world, shape
+from support.sandbox import Receiver, Socket, World, make_world, shape
 
 from tiledesk_tutorial.sandbox import SandboxHandle
-from tiledesk_tutorial.wire import UPLOAD_LIMIT
+from tiledesk_tutorial.wire import UPLOAD_LIMIT, topic_messages, topic_request
 
 
 def tiny_png() -> bytes:
@@ -295,3 +295,79 @@ def test_an_upload_on_a_full_disk_is_507_leaves_nothing_and_resumes(tmp_path: Pa
     stderr = sandbox.stderr_text()
     assert "Traceback" not in stderr
     assert f"the disk of the data folder {data} is full" in stderr
+
+
+def test_an_agents_attributes_and_metadata_come_back_as_recorded(world: World) -> None:
+    rid = world.request_id()
+    world.send(rid, "Hello, here is a photo of the damaged box")
+    sent = json.loads(load_transcript("rich/42").request_body)
+    answer = world.api.post(world.messages_path(rid), json=sent, token=world.agent_token)
+    assert answer.status_code == load_transcript("rich/42").reply.status == 200
+    body, reference = answer.json(), recorded("42-agent-message-attributes")
+    assert (body["attributes"], body["metadata"]) == (
+        reference["attributes"],
+        reference["metadata"],
+    )
+    assert body["type"] == reference["type"] == "text"
+    assert list(body)[:12] == list(reference)[:12]
+
+
+def test_the_rich_messages_webhooks_carry_the_recorded_payloads(world: World) -> None:
+    receiver = Receiver()
+    try:
+        world.subscribe(receiver.url)
+        rid = world.request_id()
+        world.send(rid, "Hello, here is a photo of the damaged box")
+        for name, as_agent in (("41", False), ("42", True), ("43", False)):
+            body = json.loads(load_transcript(f"rich/{name}").request_body)
+            token = world.agent_token if as_agent else world.visitor_token
+            answer = world.api.post(world.messages_path(rid), json=body, token=token)
+            assert answer.status_code == 200, answer.text
+        got = {d.body["payload"]["text"]: d.body for d in receiver.wait(4)}  # any order
+        for reference in recorded_deliveries()[:4]:
+            delivery = got[reference["payload"]["text"]]
+            payload, expected = delivery["payload"], reference["payload"]
+            assert delivery["hook"]["event"] == reference["hook"]["event"] == "message.create"
+            assert payload["type"] == expected["type"]
+            assert payload.get("metadata") == expected.get("metadata")
+            assert payload.get("attributes", {}).keys() >= expected.get("attributes", {}).keys()
+            assert set(payload) >= set(expected) - {"__v"}, set(expected) - set(payload)
+    finally:
+        receiver.stop()
+
+
+def test_the_realtime_api_publishes_images_reopen_and_rating(
+    world: World, sandbox: SandboxHandle
+) -> None:
+    pid, rid = world.project_id, world.request_id()
+    world.send(rid, "Hello, here is a photo of the damaged box")
+    base = f"/{pid}/requests/{rid}"
+    with Socket(sandbox.url, world.agent_token) as agent:
+        agent.subscribe(topic_messages(pid, rid))
+        assert [m["type"] for m in agent.next_publish()["message"]] == ["text"]  # the snapshot
+        agent.subscribe(topic_request(pid, rid))
+        assert agent.next_publish()["method"] == "CREATE"
+        image = json.loads(load_transcript("rich/41").request_body)
+        sent = world.api.post(world.messages_path(rid), json=image, token=world.visitor_token)
+        frame = agent.next_publish()
+        assert (frame["topic"], frame["method"]) == (topic_messages(pid, rid), "CREATE")
+        assert frame["message"]["type"] == "image"
+        assert frame["message"]["metadata"] == recorded("41-visitor-image-message")["metadata"]
+        assert frame["message"]["_id"] == sent.json()["_id"]
+
+        assert world.api.put(f"{base}/close", json={}, token=world.agent_token).status_code == 200
+        closed = [agent.next_publish() for _ in range(2)]
+        assert {f["message"].get("text") for f in closed} >= {"Chat closed"}
+        reopened = world.api.put(f"{base}/reopen", json={}, token=world.agent_token).json()
+        frames = [agent.next_publish() for _ in range(2)]
+        update = next(f for f in frames if f["topic"] == topic_request(pid, rid))
+        note = next(f for f in frames if f["topic"] == topic_messages(pid, rid))
+        assert update["method"] == "UPDATE" and update["message"]["status"] == 200
+        assert update["message"]["status"] == reopened["status"]
+        assert note["message"]["text"] == "Chat reopened"
+        rating = json.loads(load_transcript("rich/51a").request_body)
+        world.api.call("PATCH", f"{base}/rating", json=rating, token=world.visitor_token)
+        rated = agent.next_publish()
+        assert (rated["topic"], rated["method"]) == (topic_request(pid, rid), "UPDATE")
+        assert rated["message"]["rating"] == rating["rating"]
+        agent.assert_nothing_pending()

@@ -22,7 +22,7 @@ REQUEST_ORDER = (
 )  # fmt: skip
 MESSAGE_ORDER = (
     "senderFullname", "type", "channel_type", "status", "_id", "sender", "recipient", "text",
-    "id_project", "createdBy", "attributes", "metadata", "language", "channel", "createdAt",
+    "id_project", "createdBy", "metadata", "attributes", "language", "channel", "createdAt",
     "updatedAt", "__v",
 )  # fmt: skip
 
