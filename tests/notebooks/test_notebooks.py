@@ -167,7 +167,7 @@ def test_rich_messages_notebook_sends_a_photo_reopens_and_rates(tutorial_run: di
     notebook = tutorial_run["notebooks"]["07_rich_messages"]
     shown = outputs(notebook)
     assert "-F 'file=@damaged-box.png;type=image/png'" in shown
-    assert "files?path=uploads" in shown and "/reopen" in shown
+    assert "files?path=uploads" in shown and "/close" in shown and "/reopen" in shown
     assert "-X PATCH" in shown and '"rating": 5' in shown
     assert "(5, 'Quick and kind, thanks!')" in shown
     assert "(None, True)" in shown  # a javascript: src refused, the upload's src accepted
