@@ -29,13 +29,13 @@ import html
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tiledesk_tutorial.errors import InvalidInputError
 from tiledesk_tutorial.event_hub import EventHub
-from tiledesk_tutorial.images import image_size
+from tiledesk_tutorial.images import ImageInliner, image_size
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.wire import STATUS_CLOSED, UPLOAD_TYPES
 
@@ -118,7 +118,12 @@ def safe_src(value: Any, *, image: bool) -> str | None:
     return None
 
 
-def _attachment_html(kind: str, metadata: dict[str, Any], fallback_name: str | None) -> str:
+def _attachment_html(
+    kind: str,
+    metadata: dict[str, Any],
+    fallback_name: str | None,
+    inline_image: Callable[[str], str] | None = None,
+) -> str:
     """An image as an image (a link with its name if it cannot load), a file as a link."""
     name = str(metadata.get("name") or fallback_name or kind)[:200]
     src = safe_src(metadata.get("src"), image=kind == "image")
@@ -134,22 +139,24 @@ def _attachment_html(kind: str, metadata: dict[str, Any], fallback_name: str | N
         return link
     # No script: an image that fails to load shows its alt text (the name) inside the link, and
     # the named link under it stays, so nothing is ever a broken frame.
+    loaded = safe_src(inline_image(src), image=True) if inline_image is not None else src
+    shown_src = html.escape(loaded or src, quote=True)
     return (
         f'<a href="{href}" target="_blank" rel="noopener noreferrer nofollow">'
-        f'<img class="tiledesk-image" src="{href}" alt="{shown_name}" '
+        f'<img class="tiledesk-image" src="{shown_src}" alt="{shown_name}" '
         f'style="max-width:240px;max-height:240px;display:block;" referrerpolicy="no-referrer">'
         f"</a>{link}"
     )
 
 
-def _message_html(event: Event) -> str:
+def _message_html(event: Event, inline_image: Callable[[str], str] | None = None) -> str:
     role = event.role or "agent"
     name = event.sender_fullname or event.sender or "?"
     text = event.text
     kind = event.payload.get("type")
     metadata = event.payload.get("metadata")
     if kind in ("image", "file") and isinstance(metadata, dict):
-        body = _attachment_html(kind, metadata, text)
+        body = _attachment_html(kind, metadata, text, inline_image)
     elif text is None:
         kind = event.payload.get("type")
         body = f"<i>({html.escape(str(kind or 'no text'))} message)</i>"
@@ -174,6 +181,7 @@ def render_conversations(
     *,
     max_messages: int = 200,
     request_id: str | None = None,
+    inline_image: Callable[[str], str] | None = None,
 ) -> str:
     """Render live events as conversations: an HTML string, every message string escaped.
 
@@ -181,7 +189,9 @@ def render_conversations(
     were written (``createdAt``), newest last, the most recently active conversation last; only the
     newest ``max_messages`` messages to arrive are shown.
     Request events (``request.update``, ``request.close``) mark a conversation open or closed.
-    With ``request_id`` only that conversation is shown.
+    With ``request_id`` only that conversation is shown. ``inline_image`` maps a safe image
+    address to the one loaded (:class:`~tiledesk_tutorial.images.ImageInliner`: a ``data:`` URL
+    for the server's own chat files, which an ``<img>`` cannot read without a token).
     """
     if max_messages < 1:
         raise InvalidInputError("max_messages must be at least 1")
@@ -240,7 +250,7 @@ def render_conversations(
             f"<code>{html.escape(_short_id(rid))}</code>"
             f"{_badge(state, colour, 'tiledesk-state')}</div>"
         )
-        parts.extend(_message_html(m) for m in messages)
+        parts.extend(_message_html(m, inline_image) for m in messages)
         parts.append("</div>")
     return (
         f'<div class="tiledesk-conversation-log" style="{_LOG_STYLE}">'
@@ -259,7 +269,8 @@ class ConversationView:
             replaces the old one's callback, so re-running a cell does not update twice.
             ``None``: feed it with :meth:`add` and :meth:`extend`.
         client: a signed-in client (the agent); with one, the view has a reply box and a Send
-            button that call ``client.send_message``.
+            button that call ``client.send_message``, an Attach button that uploads a file and
+            sends it, and it shows the server's own chat images (read with the client's token).
         max_messages: how many of the newest messages to show.
         request_id: show (and reply to) only this conversation. Without it, replies go to the
             conversation of the newest message.
@@ -317,7 +328,9 @@ class ConversationView:
         self._text: Any = None
         self._status: Any = None
         self._attach: Any = None
+        self._inline: ImageInliner | None = None
         if client is not None:
+            self._inline = ImageInliner(client)
             who = client.user.full_name if client.user and client.user.full_name else "the agent"
             self._text = w.Text(
                 placeholder=f"Reply as {who}…",
@@ -492,6 +505,8 @@ class ConversationView:
             self._following = False
         for widget in self._widgets:
             widget.close()
+        if self._inline is not None:
+            self._inline.close()
 
     # -- internals ------------------------------------------------------------------------------
     def _on_batch(self, events: list[Event]) -> None:
@@ -525,7 +540,10 @@ class ConversationView:
             seen, taken = self._seen, self._taken
             conversations = len({e.request_id for e in self._messages})
         page = render_conversations(
-            events, max_messages=self.max_messages, request_id=self.request_id
+            events,
+            max_messages=self.max_messages,
+            request_id=self.request_id,
+            inline_image=self._inline,
         )
         count = _count_text(taken, seen, min(seen, self.max_messages), conversations)
         with self._render_lock:

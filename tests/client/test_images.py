@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import struct
 import zlib
+from collections.abc import Iterator
 
 import pytest
 
 from tiledesk_tutorial import samples
-from tiledesk_tutorial.images import image_size
+from tiledesk_tutorial.client import TiledeskClient
+from tiledesk_tutorial.images import INLINE_MAX_BYTES, ImageInliner, image_size
+from tiledesk_tutorial.sandbox import SandboxHandle
 
 
 def png(width: int, height: int) -> bytes:
@@ -63,3 +68,54 @@ def test_png_gif_and_jpeg_sizes() -> None:
 )
 def test_anything_else_has_no_size(data: bytes) -> None:
     assert image_size(data) is None
+
+
+# -- the server's own images, inlined for a view --------------------------------------------------
+@pytest.fixture
+def visitor(sandbox: SandboxHandle) -> Iterator[TiledeskClient]:
+    """A visitor of a fresh project on a fresh sandbox."""
+    agent = TiledeskClient(sandbox.url, backoff_factor=0.01)
+    agent.sign_up("ada@example.com", "Passw0rd!-images", "Ada", "Agent")
+    agent.sign_in("ada@example.com", "Passw0rd!-images")
+    agent.project_id = agent.create_project("Images").id
+    client = agent.as_visitor(firstname="Vic")
+    yield client
+    client.close()
+    agent.close()
+
+
+def test_an_own_image_is_inlined_once_and_nothing_else_is(visitor: TiledeskClient) -> None:
+    photo = samples.DAMAGED_BOX.read_bytes()
+    uploaded = visitor.upload_file(samples.DAMAGED_BOX)
+    before = visitor.last_curl
+    inline = ImageInliner(visitor)
+    got = inline(uploaded.src)
+    assert got == "data:image/png;base64," + base64.b64encode(photo).decode()
+    assert visitor.last_curl == before  # the learner's last call stays theirs
+    inline._reader.close()  # a second look is answered from the cache, with no call
+    assert inline(uploaded.src) == got
+
+    fresh = ImageInliner(visitor)
+    elsewhere = "https://example.com/" + uploaded.src.split("/", 3)[3]  # same path, other host
+    assert fresh(elsewhere) == elsewhere
+    note = visitor.upload_file(b"just text", name="note.txt")
+    assert fresh(note.src) == note.src  # not an image
+    fake = visitor.upload_file(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32, name="fake.png")
+    assert fresh(fake.src) == fake.src  # a PNG signature, no PNG behind it
+    missing = uploaded.src.replace("damaged-box.png", "missing.png")
+    assert fresh(missing) == missing  # 404: left as it is, a view shows the link
+    big = png(900, 900)[:33] + os.urandom(INLINE_MAX_BYTES)  # its header, then noise
+    assert image_size(big) == (900, 900)
+    assert fresh(visitor.upload_file(big, name="big.png").src).startswith("http")
+    fresh.close()
+    inline.close()
+
+
+def test_the_inlined_images_are_bounded(visitor: TiledeskClient) -> None:
+    first = visitor.upload_file(png(40, 40), name="one.png")
+    second = visitor.upload_file(png(41, 41), name="two.png")
+    inline = ImageInliner(visitor, cache_bytes=1)
+    assert inline(first.src).startswith("data:image/png")
+    assert inline(second.src).startswith("data:image/png")
+    assert list(inline._cache) == [second.src]  # the least recently shown went first
+    inline.close()

@@ -4,6 +4,7 @@ nothing in a message's metadata (a ``javascript:`` src, markup in a name) become
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from html.parser import HTMLParser
@@ -190,4 +191,30 @@ def test_attach_refusals_are_shown_not_raised(sandbox_session: SandboxHandle) ->
     assert view.status_text.startswith("Not sent: ")
     assert [m.text for m in agent.list_messages(rid)] == ["hello"]
     view.close()
+    agent.close()
+
+
+def test_the_servers_own_photo_is_shown_inline_and_its_link_kept(
+    sandbox_session: SandboxHandle,
+) -> None:
+    agent = TiledeskClient(sandbox_session.url, backoff_factor=0.01)
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    agent.sign_up(email, "Passw0rd!-inline", "Ada", "Lovelace")
+    agent.sign_in(email, "Passw0rd!-inline")
+    agent.project_id = agent.create_project("Inline").id
+    uploaded = agent.upload_file(samples.DAMAGED_BOX)
+    view = ConversationView(client=agent)
+    meta = {"src": uploaded.src, "name": "damaged-box.png", "width": 64, "height": 48}
+    view.add(rich("image", meta, "damaged-box.png"))
+    (image,) = [a for t, a in Tags(view.html).tags if t == "img"]
+    # An <img> cannot send the token the sandbox asks for: the view read it and shows it inline.
+    assert image["src"] == "data:image/png;base64," + base64.b64encode(
+        samples.DAMAGED_BOX.read_bytes()
+    ).decode("ascii")
+    links = [a["href"] for t, a in Tags(view.html).tags if t == "a"]
+    assert links == [uploaded.src] * 2
+    assert not any(k.startswith("on") for _, attrs in Tags(view.html).tags for k in attrs)
+    view.close()
+    plain = render_conversations([rich("image", meta, "damaged-box.png")])  # no client: as sent
+    assert [a["src"] for t, a in Tags(plain).tags if t == "img"] == [uploaded.src]
     agent.close()

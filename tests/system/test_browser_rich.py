@@ -1,6 +1,7 @@
-"""Rich messages in the agent console, in headless Chromium: a visitor's photo shows as an image
+"""Rich messages in headless Chromium. In the agent console: a visitor's photo shows as an image
 (fetched with the agent's token), a file as a named link, hostile metadata stays text, the agent
-attaches a file from the reply box, and reopens a closed conversation."""
+attaches a file from the reply box, and reopens a closed conversation. In JupyterLab: notebook 07's
+view shows the photo and the reply box's Attach sends a PDF and a photo."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from typing import Any
 import pytest
 from support.browser import PageErrors, needs_chromium
 from support.sandbox import PASSWORD, World, make_world
+from test_browser_lab import (  # JupyterLab on a copy of the notebooks, as notebook 05 runs
+    KERNEL_IDLE,
+    RUN_TIMEOUT_MS,
+    LabRun,
+    lab_run,  # noqa: F401 (a fixture)
+    run_all_above,
+    wait_for_widget,
+)
 
 from tiledesk_tutorial.samples import DAMAGED_BOX
 
@@ -111,3 +120,54 @@ def test_images_files_attach_and_reopen_in_the_console(sandbox, world, page, tmp
                          token=world.agent_token).json()["status"] == 200  # fmt: skip
     assert page.get_by_role("button", name="Close conversation").is_visible()
     errors.assert_none()
+
+
+def pick(page: Any, chat: Any, path: Any) -> None:
+    """Click the view's Attach button and choose ``path`` in the file chooser it opens."""
+    with page.expect_file_chooser() as chooser:
+        chat.locator(".tiledesk-reply-attach").click()
+    chooser.value.set_files(str(path))
+
+
+# -- notebook 07 in JupyterLab: the photo shown in the view, and Attach from the reply box --------
+def test_notebook_07_shows_the_photo_and_attaches_in_jupyterlab(
+    lab_run: LabRun,  # noqa: F811 (the fixture imported above)
+    browser: Any,
+    tmp_path: Any,
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    try:
+        notebook = context.new_page()
+        notebook.set_default_timeout(30_000)
+        errors = PageErrors(notebook)
+        notebook.goto(lab_run.lab.lab_url("07_rich_messages.ipynb"))
+        notebook.wait_for_function(KERNEL_IDLE, timeout=60_000)
+        run_all_above(notebook, "feed.stop()")  # everything but the clean-up: the feed stays on
+        wait_for_widget(notebook, "damaged-box.png", "A new parcel is on its way.", "Chat reopened")
+        notebook.wait_for_function(KERNEL_IDLE, timeout=RUN_TIMEOUT_MS)
+        chat = notebook.locator(".tiledesk-conversation")
+        photo = chat.locator("img.tiledesk-image")
+        # The sandbox reads a chat file only with a token: the view inlined it, so it loads.
+        notebook.wait_for_function(
+            "(img) => img.complete && img.naturalWidth === 64", arg=photo.element_handle()
+        )
+        assert chat.locator("a.tiledesk-file", has_text="damaged-box.png").count() == 1
+
+        # The agent attaches a PDF and a second photo from the reply box.
+        invoice = tmp_path / "invoice.pdf"
+        invoice.write_bytes(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n")
+        pick(notebook, chat, invoice)
+        chat.locator("a.tiledesk-file", has_text="invoice.pdf").wait_for()
+        chat.locator(".tiledesk-status", has_text="Sent invoice.pdf to").wait_for()
+        second = tmp_path / "second-photo.png"
+        second.write_bytes(DAMAGED_BOX.read_bytes())
+        pick(notebook, chat, second)
+        shown = chat.locator(".tiledesk-role-agent img.tiledesk-image[alt='second-photo.png']")
+        shown.wait_for()
+        notebook.wait_for_function(
+            "(img) => img.complete && img.naturalWidth === 64", arg=shown.element_handle()
+        )
+        errors.assert_none()
+    finally:
+        context.close()
+        lab_run.lab.shutdown_kernels()
