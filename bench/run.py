@@ -9,7 +9,7 @@ connection; the learner's view through ``TiledeskClient`` has its own keys (``cl
 
     python bench/run.py                 # everything
     python bench/run.py --only latency  # one part: import, ready, floor, listener, latency,
-                                        # throughput, room, listing, notebooks
+                                        # throughput, room, listing, uploads, notebooks
 """
 
 from __future__ import annotations
@@ -781,6 +781,45 @@ def measure_listing(conversations: int = 1000, rounds: int = 100) -> dict[str, f
     }
 
 
+def measure_uploads(rounds: int = 40) -> dict[str, float]:
+    """A visitor's chat upload of a photo near the 1 MB limit (written and fsynced before its
+    answer), and the agent's download of it, on a sandbox process with a real data folder."""
+    bench = start_sandbox_process()
+    photo = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (1000 * 1024 // 256)
+    try:
+        world = make_world(bench.url)
+        session = requests.Session()
+        visitor_token = world.visitor(session)
+        uploads, downloads = [], []
+        for n in range(rounds):
+            started = time.perf_counter()
+            answer = session.post(
+                f"{bench.url}/{world.project_id}/files/chat",
+                files={"file": (f"photo-{n}.png", photo, "image/png")},
+                headers={"Authorization": visitor_token},
+                timeout=30,
+            )
+            uploads.append((time.perf_counter() - started) * 1000)
+            assert answer.status_code == 201, answer.text
+            started = time.perf_counter()
+            got = session.get(
+                f"{bench.url}/{world.project_id}/files",
+                params={"path": answer.json()["filename"]},
+                headers={"Authorization": world.agent_token},
+                timeout=30,
+            )
+            downloads.append((time.perf_counter() - started) * 1000)
+            assert got.status_code == 200 and got.content == photo
+        session.close()
+    finally:
+        bench.stop()
+    return {
+        "upload_1mb_p50_ms": round(percentile(uploads, 0.50), 2),
+        "upload_1mb_max_ms": round(max(uploads), 2),
+        "download_1mb_p50_ms": round(percentile(downloads, 0.50), 2),
+    }
+
+
 def measure_notebooks() -> float | None:
     """Wall time to execute every tutorial notebook headless against a fresh sandbox."""
     try:
@@ -804,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput",
             "room",
             "listing",
+            "uploads",
             "notebooks",
         ],
         default=None,
@@ -821,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: results.update(measure_throughput(seconds=args.seconds)),
         "room": lambda: results.update(measure_room()),
         "listing": lambda: results.update(measure_listing()),
+        "uploads": lambda: results.update(measure_uploads()),
         "notebooks": lambda: results.update(notebooks_s=measure_notebooks()),
     }
     for name, run in parts.items():

@@ -14,10 +14,12 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from support.faults import SandboxProcess
 from support.mounts import private_mounts_available, seen_by, small_disk
 from support.replay_server import TRANSCRIPTS, load_transcript
@@ -251,6 +253,24 @@ def test_a_projects_files_are_bounded_with_507(sandbox: SandboxHandle, world: Wo
     other = make_world(sandbox.url)  # another project has its own room
     assert upload(other, "one.png", photo).status_code == 201
     other.api.close()
+
+
+def test_uploads_at_once_cannot_overrun_the_bound(sandbox: SandboxHandle, world: World) -> None:
+    photo = tiny_png()
+    sandbox.files.project_limit = 2 * len(photo)
+    url = f"{sandbox.url}/{world.project_id}/files/chat"
+
+    def one(n: int) -> int:
+        with requests.Session() as session:
+            files = {"file": (f"p{n}.png", photo, "image/png")}
+            headers = {"Authorization": world.visitor_token}
+            return session.post(url, files=files, headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(one, range(8)))
+    assert statuses == [201, 201] + [507] * 6
+    assert sandbox.files.stored_bytes(world.project_id) == 2 * len(photo)
+    assert len(list((sandbox.data_dir / "files").iterdir())) == 2  # the refused left no file
 
 
 @pytest.mark.skipif(

@@ -75,7 +75,7 @@ class Api:
         self._blocking = blocking
 
     async def off_loop(self, function: Callable[..., _T], *args: Any) -> _T:
-        """Run CPU-heavy work (key derivation) in the thread pool, not on the event loop."""
+        """Run CPU-heavy or blocking work (key derivation, a file's fsync) in the thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._blocking, function, *args)
 
     async def dispatch(self, request: Request) -> Response:
@@ -242,7 +242,9 @@ class Api:
         """``POST /:pid/files/chat``: one multipart file, field ``file``; 201 with its filename."""
         self.auth.require(caller, project["_id"], "guest")
         name, data = await read_upload(request, self.files.limit)
-        return json_response(201, self.files.save(project["_id"], caller.id, name, data))
+        # Off the event loop: the file's fsync must not stall every other connection.
+        saved = await self.off_loop(self.files.save, project["_id"], caller.id, name, data)
+        return json_response(201, saved)
 
     async def download_file(self, request: Request, caller: Principal, project: dict) -> Response:
         """``GET /:pid/files?path=<filename>``: the file, with its media type."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -82,7 +83,6 @@ class Files:
                     "send the file with the extension of what it is.",
                 },
             )
-        self._check_room(project_id, len(data))
         file_id = str(uuid.uuid4())
         filename = f"uploads/users/{_SAFE_NAME.sub('_', uploader_id)}/files/{file_id}/{safe}"
         disk_path = self.folder / file_id
@@ -97,6 +97,8 @@ class Files:
         try:  # a full disk raises here (answered 507); a refused upload leaves no file behind
             _write_durably(disk_path, data)
             with self.store.transaction() as conn:
+                # Checked in the write transaction: two uploads at once cannot both take the room.
+                self._check_room(conn, project_id, len(data))
                 conn.execute(
                     "INSERT INTO files (filename, id_project, disk_name, doc) VALUES (?, ?, ?, ?)",
                     (filename, project_id, file_id, dumps(doc)),
@@ -108,15 +110,12 @@ class Files:
 
     def stored_bytes(self, project_id: str) -> int:
         """The size of every chat file of this project, together."""
-        row = self.store.query_one(
-            "SELECT COALESCE(SUM(json_extract(doc, '$.size')), 0) FROM files WHERE id_project = ?",
-            (project_id,),
-        )
-        return int(row[0]) if row else 0
+        with self.store.reading() as conn:
+            return _stored_bytes(conn, project_id)
 
-    def _check_room(self, project_id: str, size: int) -> None:
+    def _check_room(self, conn: sqlite3.Connection, project_id: str, size: int) -> None:
         """507 when this upload would take the project's files past ``project_limit``."""
-        if self.stored_bytes(project_id) + size > self.project_limit:
+        if _stored_bytes(conn, project_id) + size > self.project_limit:
             mib = self.project_limit / (1024 * 1024)
             raise ApiError(
                 507,
@@ -137,6 +136,14 @@ class Files:
             raise ApiError(404, {"success": False, "error": "File not found"})
         doc = json.loads(row[1])
         return StoredFile(filename, doc["content_type"], self.folder / row[0])
+
+
+def _stored_bytes(conn: sqlite3.Connection, project_id: str) -> int:
+    row = conn.execute(
+        "SELECT COALESCE(SUM(json_extract(doc, '$.size')), 0) FROM files WHERE id_project = ?",
+        (project_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def safe_name(name: str) -> str:
