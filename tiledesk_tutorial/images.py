@@ -74,10 +74,8 @@ class ImageInliner:
     """
 
     def __init__(self, client: TiledeskClient, *, cache_bytes: int = INLINE_CACHE_BYTES) -> None:
-        from tiledesk_tutorial.client import TiledeskClient
-
         self._client = client
-        self._reader = TiledeskClient(client.base_url, retries=0, timeout=10)
+        self._reader: TiledeskClient | None = None  # made at the first image (most views have none)
         self._base = urlsplit(client.base_url)
         self._cache: OrderedDict[str, str | None] = OrderedDict()
         self._cache_bytes = cache_bytes
@@ -105,7 +103,10 @@ class ImageInliner:
 
     def close(self) -> None:
         """Release the inliner's own connections."""
-        self._reader.close()
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def _own_file(self, src: str) -> tuple[str, str] | None:
         """``(project id, filename)`` when ``src`` is a chat file of the client's server."""
@@ -121,14 +122,23 @@ class ImageInliner:
             return None
         return segments[0], paths[0]
 
+    def _own_reader(self) -> TiledeskClient:
+        from tiledesk_tutorial.client import TiledeskClient
+
+        with self._lock:
+            if self._reader is None:
+                self._reader = TiledeskClient(self._client.base_url, retries=0, timeout=10)
+            return self._reader
+
     def _fetch(self, project_id: str, filename: str) -> str | None:
         token = self._client.token
         if token is None:
             return None
         try:
-            if self._reader.token != token:
-                self._reader.use_token(token)
-            got = self._reader.download_file(filename, project_id=project_id)
+            reader = self._own_reader()
+            if reader.token != token:
+                reader.use_token(token)
+            got = reader.download_file(filename, project_id=project_id)
         except Exception:  # unreadable: the view shows the name as a link instead
             return None
         content_type = (got.content_type or "").split(";")[0].strip().lower()
