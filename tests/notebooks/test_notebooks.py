@@ -26,6 +26,7 @@ from support.faults import FAKE_NGROK_AUTHTOKEN, SANDBOX_WEBHOOK_SECRET, noteboo
 from support.net import free_port
 from support.notebooks import (
     NOTEBOOKS,
+    cell_outputs,
     execute_notebook,
     outputs,
     widget_models,
@@ -48,6 +49,18 @@ ORDER = [
     "06_realtime",
 ]
 
+#: What a learner does after Run All in the notebooks with a reply box: types an answer and
+#: presses Enter (what the page sends), calls clean_up() when done, then tries the box again.
+AFTER_RUN_ALL = [
+    'chat._text.value = "Typed after Run All: still there?"\n'
+    'chat._on_text_message(chat._text, {"event": "submit"}, [])  # Enter in the box\n'
+    "print(chat.status_text)\n"
+    'chat.wait_until_shown("Typed after Run All: still there?", timeout=15)',
+    "clean_up()",
+    'print(chat.reply("Typed after the clean-up"))\nprint(chat.status_text)',
+]
+THEN = {"05_live_conversation": AFTER_RUN_ALL, "06_realtime": AFTER_RUN_ALL}
+
 
 @pytest.fixture(scope="module")
 def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -59,7 +72,9 @@ def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
         # Set, so the secrets scan proves it is shown redacted (the sandbox needs no tunnel).
         monkeypatch.setenv("NGROK_AUTHTOKEN", FAKE_NGROK_AUTHTOKEN)
-        executed = {name: execute_notebook(name, workdir) for name in ORDER}
+        executed = {
+            name: execute_notebook(name, workdir, then=THEN.get(name, ())) for name in ORDER
+        }
         state = json.loads((home / "state.json").read_text())
         yield {"notebooks": executed, "sandbox": sandbox, "state": state, "workdir": workdir}
 
@@ -139,8 +154,9 @@ def test_live_conversation_notebook_chats_and_closes(tutorial_run: dict) -> None
     positions = [log_html.index(text) for text in order]
     assert positions == sorted(positions)
     assert ">closed</span>" in log_html
-    assert widget_value(notebook, "tiledesk-status").startswith("Sent at ")
-    assert "Subscriptions deleted, listener stopped, tunnel closed." in shown
+    assert "Subscriptions deleted" not in outputs_before_then(notebook)  # clean_up() only defined
+    cleaned_up = "Subscriptions deleted, listener stopped, tunnel closed."
+    assert_the_reply_box_works_after_run_all(notebook, "webhook listener", cleaned_up)
 
 
 def test_realtime_notebook_receives_both_sides_with_no_public_url(tutorial_run: dict) -> None:
@@ -158,8 +174,31 @@ def test_realtime_notebook_receives_both_sides_with_no_public_url(tutorial_run: 
     order = ["delivery address", "What is the new address?", "Anything else?", "Chat closed"]
     positions = [log_html.index(text) for text in order]
     assert positions == sorted(positions) and ">closed</span>" in log_html
-    assert widget_value(notebook, "tiledesk-status").startswith("Sent at ")
-    assert "Feed stopped." in shown
+    assert "Feed stopped." not in outputs_before_then(notebook)  # clean_up() only defined
+    assert_the_reply_box_works_after_run_all(notebook, "realtime feed", "Feed stopped.")
+
+
+def outputs_before_then(notebook: nbformat.NotebookNode) -> str:
+    """What the notebook itself showed (Run All), without the cells the test ran after it."""
+    return "\n".join(cell_outputs(c) for c in notebook.cells if not c.id.startswith("then-"))
+
+
+def assert_the_reply_box_works_after_run_all(
+    notebook: nbformat.NotebookNode, source: str, cleaned_up: str
+) -> None:
+    """After Run All, what the learner types shows in the view; after clean_up() the box refuses,
+    saying why, and sends nothing (never "Sent ...; it shows above" into nothing)."""
+    typed, cleaned, refused = (cell_outputs(c) for c in notebook.cells if c.id.startswith("then-"))
+    assert cleaned.strip() == cleaned_up
+    assert typed.startswith("Sent at ") and typed.rstrip().endswith("True"), typed
+    log_html = widget_value(notebook, "tiledesk-log")
+    assert "Typed after Run All: still there?" in log_html
+    assert "Typed after the clean-up" not in log_html
+    assert refused.startswith("None\n"), refused
+    status = widget_value(notebook, "tiledesk-status")
+    assert status == refused.split("\n", 1)[1].strip()
+    assert status.startswith(f"Not sent: the {source} this view follows is stopped"), status
+    assert "Sent at" not in status
 
 
 def test_no_notebook_shows_a_secret(tutorial_run: dict) -> None:
@@ -206,7 +245,7 @@ def test_a_notebook_opened_first_makes_what_it_needs(
     clean_tutorial_env(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    notebook = execute_notebook("05_live_conversation", tmp_path)
+    notebook = execute_notebook("05_live_conversation", tmp_path, then=["clean_up()"])
     shown = outputs(notebook)
     assert "this sandbox had no tutorial account yet" in shown
     assert "created the project 'Tiledesk tutorial'" in shown
@@ -222,7 +261,8 @@ def test_a_notebook_runs_again_in_the_same_kernel(
     clean_tutorial_env(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    notebook = execute_notebook(name, tmp_path, twice=True)
+    then = ["clean_up()"] if name == "05_live_conversation" else []  # 04 cleans up itself
+    notebook = execute_notebook(name, tmp_path, twice=True, then=then)
     counts = [m["value"] for m in widget_models(notebook) if "tiledesk-count" in m["classes"]]
     assert len(counts) == 2, counts  # one view per run
     # The second run's view shows only the second run's messages, each once: the first listener
@@ -250,7 +290,7 @@ def test_live_mode_runs_the_notebooks_unchanged(
     signup = outputs(execute_notebook("01_signup_and_project", tmp_path))
     assert f"Live mode: your Tiledesk at {sandbox_session.url}." in signup
     assert f"{email} has an account already: we sign in with it next." in signup
-    chat = execute_notebook("05_live_conversation", tmp_path)
+    chat = execute_notebook("05_live_conversation", tmp_path, then=["clean_up()"])
     assert "Note:" not in outputs(chat)  # the project made by 01 is used
     assert "Chat closed" in widget_value(chat, "tiledesk-log")
     entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]
