@@ -320,6 +320,23 @@ class Tutorial:
             "now (notebook 01 shows how)."
         )
 
+    def remembered_project(self, agent: TiledeskClient) -> Project | None:
+        """The project the tutorial remembers for this server and account, if it still answers.
+
+        ``None`` when none is remembered, or when it is gone (a new sandbox data folder, a project
+        deleted in the dashboard): re-running notebook 01, or running 03 before it, then reuses
+        the one project instead of piling up projects of the same name.
+        """
+        entry = self.state.get(self.api_url)
+        pid = entry.get("project_id")
+        if not pid or entry.get("email") != self.account.email:
+            return None
+        try:
+            return agent.get_project(pid)
+        except TiledeskError as exc:
+            log.info("the remembered project %s is not usable: %s", pid, exc)
+            return None
+
     def ensure_project(self, agent: TiledeskClient) -> str:
         """The tutorial's project id for the signed-in ``agent``, creating a project if needed.
 
@@ -328,14 +345,10 @@ class Tutorial:
         """
         if self.config.project_id:
             return self.config.project_id
-        entry = self.state.get(self.api_url)
-        pid = entry.get("project_id")
-        if pid and entry.get("email") == self.account.email:
-            try:
-                agent.get_project(pid)
-                return pid
-            except TiledeskError as exc:
-                log.info("the remembered project %s is not usable: %s", pid, exc)
+        remembered = self.remembered_project(agent)
+        if remembered is not None:
+            return remembered.id
+        pid = self.state.get(self.api_url).get("project_id")
         project = agent.create_project(DEFAULT_PROJECT_NAME)
         self.remember(project)
         why = "the one remembered is gone" if pid else "none was made yet"

@@ -252,6 +252,28 @@ def test_a_notebook_opened_first_makes_what_it_needs(
     assert "Chat closed" in widget_value(notebook, "tiledesk-log")
 
 
+@pytest.mark.timeout(180)
+def test_running_03_before_01_and_01_again_makes_one_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_session: SandboxHandle
+) -> None:
+    """Projects do not pile up: 01 reuses the project 03 made, and a re-run of 01 reuses it too."""
+    home = clean_tutorial_env(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    first = outputs(execute_notebook("03_send_message", tmp_path))
+    assert "created the project 'Tiledesk tutorial'" in first
+    again = [outputs(execute_notebook("01_signup_and_project", tmp_path)) for _ in range(2)]
+    entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]
+    with TiledeskClient(sandbox_session.url) as owner:
+        owner.sign_in(entry["email"], entry["password"])
+        projects = [(m.project.name, m.project.id) for m in owner.list_projects()]
+    assert projects == [("Tiledesk tutorial", entry["project_id"])]
+    for shown in again:
+        assert f"PROJECT_ID = {entry['project_id']}" in shown
+        # The curl of the cell is the reuse (GET /projects/<id>), not a new project's POST.
+        assert f"curl {sandbox_session.url}/projects/{entry['project_id']} \\" in shown
+        assert f"curl -X POST {sandbox_session.url}/projects " not in shown
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["04_receive_webhooks", "05_live_conversation"])
 def test_a_notebook_runs_again_in_the_same_kernel(
