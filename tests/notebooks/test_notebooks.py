@@ -209,6 +209,16 @@ def test_no_notebook_shows_a_secret(tutorial_run: dict) -> None:
         assert entry["password"] not in shown, name
 
 
+def test_no_notebook_shows_a_name_with_tiledesks_trailing_space(tutorial_run: dict) -> None:
+    """Tiledesk stores "John " (no last name): what the package shows is trimmed; only a body
+    shown as JSON, exactly as sent, keeps it."""
+    for name, notebook in tutorial_run["notebooks"].items():
+        # The decoded token of notebook 02 is shown as signed: its fullName claim is "John ".
+        shown = outputs(notebook).replace("'fullName': 'John '", "'fullName': <as signed>")
+        assert not re.search(r"John ['<:,)\]]|John $", shown, re.MULTILINE), name
+    assert "'John: Thanks!" in outputs(tutorial_run["notebooks"]["05_live_conversation"])
+
+
 def test_no_executed_notebook_file_shows_a_secret_in_full(tutorial_run: dict) -> None:
     """The executed files as saved (every MIME type, tracebacks, widget state), scanned for the
     password, the ngrok authtoken, any whole JWT and any webhook secret (issue 9)."""
