@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient
-from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
+from tiledesk_tutorial.config import (
+    Config,
+    agent_console_url_for,
+    import_colab_secrets,
+    load_config,
+    set_default,
+)
 from tiledesk_tutorial.errors import (
     AuthenticationError,
     CallContext,
@@ -180,6 +186,13 @@ class Tutorial:
         pid = self.agent().project_id
         assert pid is not None  # agent() always sets it
         return pid
+
+    @property
+    def console_url(self) -> str | None:
+        """Where the agent sees the conversations: the sandbox's agent console, Tiledesk cloud's
+        dashboard, or ``None`` (a self-hosted Tiledesk: its dashboard is wherever you installed it).
+        """
+        return agent_console_url_for(self.api_url, sandbox=not self.is_live)
 
     def listener_port(self, default: int) -> int:
         """The port for this notebook's webhook listener: ``default``, unless

@@ -22,6 +22,7 @@ from typing import Any
 
 import nbformat
 import pytest
+import requests
 from support.faults import FAKE_NGROK_AUTHTOKEN, SANDBOX_WEBHOOK_SECRET, notebook_leaks
 from support.net import free_port
 from support.notebooks import (
@@ -117,6 +118,13 @@ def test_send_message_notebook_shows_the_conversation_both_ways(tutorial_run: di
     assert "[visitor] John: hello my name is John and I need help" in shown
     assert "[agent] Ada Lovelace: Hi John, I'm Ada. How can I help you?" in shown
     assert "('ASSIGNED', 1, [" in shown
+    # The agent console is linked, where the learner sees the Requests panel (issue 13, item 8).
+    sandbox: SandboxHandle = tutorial_run["sandbox"]
+    entry = tutorial_run["state"]["servers"][sandbox.url]
+    assert f"Agent console: {sandbox.url}/console\n" in shown
+    assert f"Sign in as:    {entry['email']}\n" in shown
+    page = requests.get(f"{sandbox.url}/console", timeout=10)
+    assert page.status_code == 200 and "<title>" in page.text
 
 
 def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: dict) -> None:
