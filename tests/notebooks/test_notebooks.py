@@ -137,6 +137,16 @@ def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: di
     assert "message.create 200 http://127.0.0.1:" in shown  # the delivery history
     assert "Subscription deleted, listener stopped, tunnel closed." in shown
     assert "secret='" in shown and "…(" in shown  # the subscription's secret, redacted
+    # One whole delivery, shown once as Tiledesk posted it, its token shortened (item 9).
+    [whole] = [c for c in notebook.cells if c.get("id") == "04-16"]
+    body = json.loads(cell_outputs(whole))
+    assert sorted(body) == ["hook", "payload", "timestamp", "token"]
+    assert body["payload"]["text"] == "Hello, I need help with my order"
+    assert body["payload"]["senderFullname"] == "John "  # as sent: the note says why
+    assert body["hook"]["event"] == "message.create" and "secret" not in body["hook"]
+    assert re.fullmatch(r"eyJh…\(\d+ chars\)", body["token"]), body["token"]
+    assert shown.count('"timestamp": ') == 1
+    assert "Message(text='Hello, I need help with my order', sender_fullname='John'," in shown
     log_html = widget_value(notebook, "tiledesk-log")
     assert "Hello, I need help with my order" in log_html
     assert "Hi I&#x27;m Rosy. How can help you?" in log_html
