@@ -125,6 +125,14 @@ def test_send_message_notebook_shows_the_conversation_both_ways(tutorial_run: di
     assert f"Sign in as:    {entry['email']}\n" in shown
     page = requests.get(f"{sandbox.url}/console", timeout=10)
     assert page.status_code == 200 and "<title>" in page.text
+    # A curl that runs as printed, the token read from $TILEDESK_TOKEN (item 10).
+    notebook = tutorial_run["notebooks"]["03_send_message"]
+    [printed] = [cell_outputs(c) for c in notebook.cells if c.get("id") == "03-11b"]
+    assert printed.startswith(f"curl {sandbox.url}/{entry['project_id']}/requests/support-group-")
+    assert printed.rstrip().endswith('-H "Authorization: $TILEDESK_TOKEN"'), printed
+    [ran] = [cell_outputs(c) for c in notebook.cells if c.get("id") == "03-11c"]
+    messages = json.loads(ran)
+    assert [m["text"] for m in messages][:1] == ["hello my name is John and I need help"]
 
 
 def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: dict) -> None:
