@@ -396,6 +396,11 @@ class ConversationView:
             )
             return None
         rid, project_id = target
+        # A source that follows conversations one by one (the realtime feed stops following a
+        # closed one after a while) is told first, so that the reply comes back here.
+        follow = getattr(self.source, "follow_conversation", None)
+        if callable(follow):
+            follow(rid)
         try:
             message = self.client.send_message(rid, typed, project_id=project_id)
         except Exception as exc:  # shown to the person at the button, never raised from it
