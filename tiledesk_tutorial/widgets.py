@@ -372,10 +372,18 @@ class ConversationView:
 
         The conversation is ``request_id`` when the view has one, else the newest conversation.
         Returns the sent message, or ``None`` when nothing was sent; the reason is shown in the
-        status line, never raised (this runs from the Send button).
+        status line, never raised (this runs from the Send button). A view whose source is stopped
+        sends nothing: the reply would never come back to it.
         """
         if self.client is None:
             raise InvalidInputError("this view has no client to reply with: pass client=agent")
+        if self.source is not None and not self.source.running:
+            # The reply would be sent, and never come back to this view: refuse, and say why.
+            self._show_status(
+                f"Not sent: the {_source_name(self.source)} this view follows is stopped, so your "
+                "reply would never show here. Start it again (.start()) or re-run the notebook."
+            )
+            return None
         typed = self._text.value if text is None else text
         if not isinstance(typed, str) or not typed.strip():
             self._show_status("Type a message first.")
@@ -388,6 +396,11 @@ class ConversationView:
             )
             return None
         rid, project_id = target
+        # A source that follows conversations one by one (the realtime feed stops following a
+        # closed one after a while) is told first, so that the reply comes back here.
+        follow = getattr(self.source, "follow_conversation", None)
+        if callable(follow):
+            follow(rid)
         try:
             message = self.client.send_message(rid, typed, project_id=project_id)
         except Exception as exc:  # shown to the person at the button, never raised from it
@@ -488,6 +501,12 @@ def _count_text(received: int, seen: int, shown: int, conversations: int) -> str
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _source_name(source: Any) -> str:
+    """What the source is, in words: ``WebhookListener`` -> ``webhook listener``."""
+    words = "".join(f" {c.lower()}" if c.isupper() else c for c in type(source).__name__)
+    return words.strip() or "source"
 
 
 def _kids(widget: Any) -> list[Any]:

@@ -54,6 +54,7 @@ from tiledesk_tutorial.wire import (
     frame_publish,
     iso,
     sender_role,
+    trim_name,
 )
 
 log = logging.getLogger("tiledesk_tutorial.sandbox.room")
@@ -343,7 +344,7 @@ class Room:
         learners = [
             {
                 "id": user_id,
-                "name": " ".join(part for part in (firstname, lastname) if part),
+                "name": " ".join(p for p in (trim_name(firstname), trim_name(lastname)) if p),
                 "email": email,
                 "joined_at": created_at,
                 "projects": projects.get(user_id, []),
