@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import requests
 
 from tiledesk_tutorial import wire
 from tiledesk_tutorial.config import Config, get_default
-from tiledesk_tutorial.curl import curl_for_prepared
+from tiledesk_tutorial.curl import TOKEN_VARIABLE, curl_for_prepared
 from tiledesk_tutorial.errors import (
     CallContext,
     InvalidInputError,
@@ -157,6 +158,8 @@ class TiledeskClient:
         self.user: User | None = None
         self.last_curl: str | None = None
         self.show_curl = False
+        self._last_prepared: requests.PreparedRequest | None = None
+        self._last_files: dict[str, tuple[str, str]] | None = None  # an upload's, for its curl
 
     @classmethod
     def from_config(
@@ -217,6 +220,28 @@ class TiledeskClient:
     def token(self) -> str | None:
         """The token this client sends (``"JWT eyJ..."``), or ``None``. Keep it secret."""
         return self._auth.token if isinstance(self._auth, JWTAuth) else None
+
+    def runnable_curl(self, variable: str = TOKEN_VARIABLE) -> str:
+        """The last call as a curl command that runs as it is, without showing the token.
+
+        Sets the environment variable ``variable`` (``TILEDESK_TOKEN``) of this process to the
+        client's token, so that the shells it starts (a notebook's ``!`` line, ``%%bash``) have
+        it, and writes the command with ``-H "Authorization: $TILEDESK_TOKEN"``. A password in a
+        body stays hidden (``"***"``): sign-in's curl is shown, not run.
+        """
+        if not isinstance(variable, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+            raise InvalidInputError(
+                f"variable must be an environment variable's name, such as TILEDESK_TOKEN: "
+                f"{variable!r}"
+            )
+        if self._last_prepared is None:
+            raise InvalidInputError(
+                "no call made yet: runnable_curl() gives the last call of this client; make one "
+                "first (e.g. agent.list_requests())."
+            )
+        if self.token is not None:
+            os.environ[variable] = self.token
+        return curl_for_prepared(self._last_prepared, self._last_files, token_from=variable)
 
     @property
     def auth_scheme(self) -> str:
@@ -978,6 +1003,7 @@ class TiledeskClient:
         prepared = self._session.prepare_request(request)
         shown_files = {k: (v[0], v[2]) for k, v in files.items()} if files else None
         self.last_curl = curl = curl_for_prepared(prepared, shown_files)
+        self._last_prepared, self._last_files = prepared, shown_files
         log.debug("%s as curl:\n%s", operation, curl)
         if self.show_curl:
             print(curl)  # an opt-in teaching aid: the notebook shows the call next to the code

@@ -28,8 +28,10 @@ from tiledesk_tutorial.wire import is_object_id
 
 __all__ = [
     "ENV_VARS",
+    "TILEDESK_CLOUD_DASHBOARD_URL",
     "TILEDESK_CLOUD_REALTIME_URL",
     "Config",
+    "agent_console_url_for",
     "check_http_url",
     "get_default",
     "import_colab_secrets",
@@ -76,6 +78,8 @@ _URLS = frozenset({"api_url", "webhook_url", "sandbox_url"})
 
 #: Tiledesk cloud's Realtime API (developer.tiledesk.com, "Realtime API").
 TILEDESK_CLOUD_REALTIME_URL = "wss://eu.rtmv3.tiledesk.com/api/"
+#: Where agents of Tiledesk cloud see their conversations.
+TILEDESK_CLOUD_DASHBOARD_URL = "https://panel.tiledesk.com/v3/dashboard/"
 _CLOUD_API_HOSTS = frozenset({"api.tiledesk.com"})
 
 
@@ -227,6 +231,19 @@ def realtime_url_for(api_url: str) -> str:
         return TILEDESK_CLOUD_REALTIME_URL
     scheme = "wss" if parts.scheme == "https" else "ws"
     return urlunsplit((scheme, parts.netloc, "/", "", ""))
+
+
+def agent_console_url_for(api_url: str, *, sandbox: bool) -> str | None:
+    """Where an agent sees the conversations of the server at ``api_url``.
+
+    The sandbox's agent console (``<api_url>/console``); Tiledesk cloud's dashboard; ``None`` for
+    a self-hosted Tiledesk, whose dashboard's address the API's does not tell.
+    """
+    if sandbox:
+        return api_url.rstrip("/") + "/console"
+    if (urlsplit(api_url.strip()).hostname or "").lower() in _CLOUD_API_HOSTS:
+        return TILEDESK_CLOUD_DASHBOARD_URL
+    return None
 
 
 def load_config(

@@ -19,7 +19,10 @@ import requests
 from tiledesk_tutorial.redact import redact, redact_jwts
 from tiledesk_tutorial.wire import JWT_PREFIX, with_jwt_prefix
 
-__all__ = ["curl_for_prepared", "render_curl"]
+__all__ = ["TOKEN_VARIABLE", "curl_for_prepared", "render_curl"]
+
+#: The environment variable a runnable curl reads the token from (``client.runnable_curl()``).
+TOKEN_VARIABLE = "TILEDESK_TOKEN"  # noqa: S105 (a variable's name, not a secret)
 
 # Headers that requests adds by itself and curl does too (or that do not matter for the lesson).
 _IMPLICIT_HEADERS = {"user-agent", "accept", "accept-encoding", "connection", "content-length"}
@@ -32,6 +35,8 @@ def render_curl(
     headers: Mapping[str, str] | None = None,
     body: bytes | str | None = None,
     files: Mapping[str, tuple[str, str]] | None = None,
+    *,
+    token_from: str | None = None,
 ) -> str:
     """Return ``curl`` arguments for one HTTP call, one option per line, secrets redacted.
 
@@ -42,6 +47,9 @@ def render_curl(
         body: the request body; JSON is shown compact and with secret fields redacted.
         files: a multipart upload instead of a body: field name -> (file name, media type),
             shown as ``-F 'field=@name;type=...'`` (curl writes the multipart framing itself).
+        token_from: the name of an environment variable holding the token: a ``JWT``
+            Authorization is then written ``-H "Authorization: $NAME"``, so that a shell runs
+            the command as it is, the token never shown.
 
     Returns:
         A shell-quoted command with ``\\`` line continuations, safe to print.
@@ -54,7 +62,11 @@ def render_curl(
     for name, value in (headers or {}).items():
         low = name.lower()
         if low == "authorization":
-            auth = _authorization_option(value)
+            is_jwt = value.partition(" ")[0].lower() == JWT_PREFIX.strip().lower()
+            if token_from is not None and is_jwt:
+                auth = f'-H "Authorization: ${token_from}"'  # double quotes: the shell expands it
+            else:
+                auth = _authorization_option(value)
         elif low not in _IMPLICIT_HEADERS and not (files and low == "content-type"):
             lines.append(f"-H {shlex.quote(f'{name}: {value}')}")
     if auth:
@@ -67,7 +79,10 @@ def render_curl(
 
 
 def curl_for_prepared(
-    prepared: requests.PreparedRequest, files: Mapping[str, tuple[str, str]] | None = None
+    prepared: requests.PreparedRequest,
+    files: Mapping[str, tuple[str, str]] | None = None,
+    *,
+    token_from: str | None = None,
 ) -> str:
     """Return the curl command of a ``requests.PreparedRequest`` (see :func:`render_curl`)."""
     return render_curl(
@@ -76,6 +91,7 @@ def curl_for_prepared(
         dict(prepared.headers),
         prepared.body,
         files,
+        token_from=token_from,
     )
 
 

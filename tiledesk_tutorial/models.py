@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from tiledesk_tutorial.redact import redact
+from tiledesk_tutorial.redact import redact, redact_secrets
 from tiledesk_tutorial.wire import (
     REQUEST_STATUS,
     STATUS_CLOSED,
@@ -683,6 +683,13 @@ class Event:
         if self.is_message:
             return (MESSAGE_CREATE, payload_id)
         return (self.event, payload_id, self.timestamp, _hashable(self.payload.get("updatedAt")))
+
+    def redacted_raw(self) -> dict[str, Any]:
+        """Everything that came, to show: a webhook's whole body (``timestamp``, ``payload``,
+        ``hook``, ``token``) or the whole realtime frame, with every secret hidden (the token
+        shortened, as :func:`~tiledesk_tutorial.redact.redact` shows any secret)."""
+        shown = redact_secrets(self.raw)
+        return shown if isinstance(shown, dict) else {}
 
     def summary(self) -> str:
         """One line for a log or a notebook: event, role, sender and text."""

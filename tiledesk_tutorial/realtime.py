@@ -75,7 +75,7 @@ from websockets.exceptions import (
 from websockets.sync.client import ClientConnection, connect
 
 from tiledesk_tutorial.config import Config, get_default
-from tiledesk_tutorial.errors import TiledeskTutorialError
+from tiledesk_tutorial.errors import InvalidInputError, TiledeskTutorialError
 from tiledesk_tutorial.event_hub import BatchCallback, EventCallback, EventHub, EventPredicate
 from tiledesk_tutorial.models import (
     MESSAGE_CREATE,
@@ -391,6 +391,7 @@ class RealtimeFeed:
         self._up_this_run = False
         self._caught_up = False
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+        self._follow_asked: set[str] = set()  # conversations to follow again (follow_conversation)
         self._counters = {
             "frames": 0,
             "bad_frames": 0,
@@ -580,6 +581,19 @@ class RealtimeFeed:
             f"{frame_subscribe(topic_messages(self.project_id, '<request_id>'))}"
         )
 
+    def follow_conversation(self, request_id: str) -> None:
+        """Follow ``request_id``'s messages again, for another grace period, even if closed.
+
+        The feed stops following a conversation a while after it closed (``CLOSED_GRACE``); a
+        message written into it later (a reply from the view's box after *Run All*) would then
+        never arrive. The view calls this before it sends; the feed subscribes within a second,
+        and the subscription's snapshot brings what was written meanwhile.
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidInputError(f"request_id must be a conversation's id: {request_id!r}")
+        with self._lock:
+            self._follow_asked.add(request_id)
+
     @property
     def conversations(self) -> list[str]:
         """The request ids of the conversations followed now (subscribed to their messages)."""
@@ -723,6 +737,7 @@ class RealtimeFeed:
                 with self._lock:
                     self._counters["heartbeats_sent"] += 1
             self._drop_closed_conversations(ws)
+            self._follow_asked_conversations(ws)
             wait = self._next_wake(now, snapshot_deadline)
             try:
                 text = ws.recv(timeout=wait)
@@ -928,6 +943,24 @@ class RealtimeFeed:
             topic = topic_messages(self.project_id, conversation.request_id)
             self._topics.discard(topic)
             self._send(ws, frame_unsubscribe(topic))
+
+    def _follow_asked_conversations(self, ws: ClientConnection) -> None:
+        if not self._ready.is_set():
+            return  # the first snapshot first: it says which conversations are open
+        with self._lock:
+            asked, self._follow_asked = self._follow_asked, set()
+            conversations = []
+            for rid in asked:
+                conversation = self._conversations.get(rid)
+                if conversation is None:
+                    conversation = _Conversation(request_id=rid)
+                    self._remember(conversation)
+                if conversation.closed:
+                    conversation.closed_at = time.monotonic()  # a new grace period from now
+                conversations.append(conversation)
+        for conversation in conversations:
+            if not conversation.followed:
+                self._follow(ws, conversation)
 
     def _remember(self, conversation: _Conversation) -> None:
         """Keep ``conversation`` (caller holds the lock), forgetting the oldest closed ones."""

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import requests
 
 from tiledesk_tutorial.client import TiledeskClient
-from tiledesk_tutorial.config import Config, import_colab_secrets, load_config, set_default
+from tiledesk_tutorial.config import (
+    Config,
+    agent_console_url_for,
+    import_colab_secrets,
+    load_config,
+    set_default,
+)
 from tiledesk_tutorial.errors import (
     AuthenticationError,
     CallContext,
@@ -181,6 +187,13 @@ class Tutorial:
         assert pid is not None  # agent() always sets it
         return pid
 
+    @property
+    def console_url(self) -> str | None:
+        """Where the agent sees the conversations: the sandbox's agent console, Tiledesk cloud's
+        dashboard, or ``None`` (a self-hosted Tiledesk: its dashboard is wherever you installed it).
+        """
+        return agent_console_url_for(self.api_url, sandbox=not self.is_live)
+
     def listener_port(self, default: int) -> int:
         """The port for this notebook's webhook listener: ``default``, unless
         ``TILEDESK_LISTENER_PORT`` names another (for test runs, or when the port is taken).
@@ -320,6 +333,23 @@ class Tutorial:
             "now (notebook 01 shows how)."
         )
 
+    def remembered_project(self, agent: TiledeskClient) -> Project | None:
+        """The project the tutorial remembers for this server and account, if it still answers.
+
+        ``None`` when none is remembered, or when it is gone (a new sandbox data folder, a project
+        deleted in the dashboard): re-running notebook 01, or running 03 before it, then reuses
+        the one project instead of piling up projects of the same name.
+        """
+        entry = self.state.get(self.api_url)
+        pid = entry.get("project_id")
+        if not pid or entry.get("email") != self.account.email:
+            return None
+        try:
+            return agent.get_project(pid)
+        except TiledeskError as exc:
+            log.info("the remembered project %s is not usable: %s", pid, exc)
+            return None
+
     def ensure_project(self, agent: TiledeskClient) -> str:
         """The tutorial's project id for the signed-in ``agent``, creating a project if needed.
 
@@ -328,14 +358,10 @@ class Tutorial:
         """
         if self.config.project_id:
             return self.config.project_id
-        entry = self.state.get(self.api_url)
-        pid = entry.get("project_id")
-        if pid and entry.get("email") == self.account.email:
-            try:
-                agent.get_project(pid)
-                return pid
-            except TiledeskError as exc:
-                log.info("the remembered project %s is not usable: %s", pid, exc)
+        remembered = self.remembered_project(agent)
+        if remembered is not None:
+            return remembered.id
+        pid = self.state.get(self.api_url).get("project_id")
         project = agent.create_project(DEFAULT_PROJECT_NAME)
         self.remember(project)
         why = "the one remembered is gone" if pid else "none was made yet"

@@ -439,10 +439,13 @@ class ConversationView:
 
         The conversation is ``request_id`` when the view has one, else the newest conversation.
         Returns the sent message, or ``None`` when nothing was sent; the reason is shown in the
-        status line, never raised (this runs from the Send button).
+        status line, never raised (this runs from the Send button). A view whose source is stopped
+        sends nothing: the reply would never come back to it.
         """
         if self.client is None:
             raise InvalidInputError("this view has no client to reply with: pass client=agent")
+        if self._source_stopped():
+            return None
         typed = self._text.value if text is None else text
         if not isinstance(typed, str) or not typed.strip():
             self._show_status("Type a message first.")
@@ -455,6 +458,7 @@ class ConversationView:
             )
             return None
         rid, project_id = target
+        self._follow(rid)
         try:
             message = self.client.send_message(rid, typed, project_id=project_id)
         except Exception as exc:  # shown to the person at the button, never raised from it
@@ -477,11 +481,14 @@ class ConversationView:
         """
         if self.client is None:
             raise InvalidInputError("this view has no client to attach with: pass client=agent")
+        if self._source_stopped():
+            return None
         target = self._reply_target()
         if target is None:
             self._show_status("No conversation yet: wait for a visitor's message first.")
             return None
         rid, project_id = target
+        self._follow(rid)
         try:
             uploaded = self.client.upload_file(bytes(data), name=name, project_id=project_id)
             size = image_size(bytes(data))
@@ -567,6 +574,24 @@ class ConversationView:
             return None
         return newest.request_id, newest.project_id
 
+    def _source_stopped(self) -> bool:
+        """True, with the reason in the status line, when the view's source is stopped."""
+        if self.source is not None and not self.source.running:
+            # What is sent would never come back to this view: refuse, and say why.
+            self._show_status(
+                f"Not sent: the {_source_name(self.source)} this view follows is stopped, so your "
+                "reply would never show here. Start it again (.start()) or re-run the notebook."
+            )
+            return True
+        return False
+
+    def _follow(self, request_id: str) -> None:
+        # A source that follows conversations one by one (the realtime feed stops following a
+        # closed one after a while) is told first, so that what is sent comes back here.
+        follow = getattr(self.source, "follow_conversation", None)
+        if callable(follow):
+            follow(request_id)
+
     def _show_status(self, text: str) -> None:
         if self._status is not None:
             self._status.value = text
@@ -597,6 +622,12 @@ def _count_text(received: int, seen: int, shown: int, conversations: int) -> str
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _source_name(source: Any) -> str:
+    """What the source is, in words: ``WebhookListener`` -> ``webhook listener``."""
+    words = "".join(f" {c.lower()}" if c.isupper() else c for c in type(source).__name__)
+    return words.strip() or "source"
 
 
 def _kids(widget: Any) -> list[Any]:

@@ -135,3 +135,14 @@ def test_a_full_store_is_one_error_saying_nothing_was_saved(
     assert "nothing was saved" in str(caught.value)
     assert caught.value.hint is not None and "use a new project" in caught.value.hint
     assert "try again shortly" not in caught.value.hint
+
+
+def test_an_uploads_runnable_curl_keeps_its_file_and_hides_the_token(
+    agent: TiledeskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TILEDESK_TOKEN", raising=False)
+    agent.upload_file(DAMAGED_BOX)
+    runnable = agent.runnable_curl()
+    assert "-F 'file=@damaged-box.png;type=image/png'" in runnable
+    assert '-H "Authorization: $TILEDESK_TOKEN"' in runnable
+    assert "eyJ" not in runnable and "-d " not in runnable

@@ -15,6 +15,7 @@ from tiledesk_tutorial.config import Config
 from tiledesk_tutorial.errors import (
     AuthenticationError,
     EmailAlreadyRegisteredError,
+    InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
     TiledeskConnectionError,
@@ -267,3 +268,33 @@ def test_the_request_path_is_one_function_a_learner_can_read() -> None:
         assert step in source, step
     assert "error_for_transport_failure(" in source
     assert len(source.splitlines()) <= 60
+
+
+def test_a_runnable_curl_runs_in_a_shell_without_showing_the_token(
+    agent: TiledeskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runnable_curl(): the last call, the token read from $TILEDESK_TOKEN, run by bash."""
+    import json
+    import os
+    import subprocess
+
+    monkeypatch.delenv("TILEDESK_TOKEN", raising=False)
+    with pytest.raises(InvalidInputError, match="no call made yet"):
+        TiledeskClient(agent.base_url).runnable_curl()
+    with pytest.raises(InvalidInputError, match="environment variable's name"):
+        agent.runnable_curl("NOT A NAME")
+    request_id = new_request_id(agent.project_id)
+    agent.send_message(request_id, "sent from Python")
+    posted = agent.runnable_curl()
+    assert agent.token is not None and agent.token[4:] not in posted
+    assert os.environ["TILEDESK_TOKEN"] == agent.token
+    shell = subprocess.run(
+        ["bash", "-c", posted.replace("sent from Python", "sent by curl") + " --silent --fail"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert json.loads(shell.stdout)["text"] == "sent by curl"
+    assert [m.text for m in agent.list_messages(request_id)][:2] == [
+        "sent from Python",
+        "sent by curl",
+    ]

@@ -14,8 +14,10 @@ import pytest
 
 from tiledesk_tutorial.config import (
     ENV_VARS,
+    TILEDESK_CLOUD_DASHBOARD_URL,
     TILEDESK_CLOUD_REALTIME_URL,
     Config,
+    agent_console_url_for,
     get_default,
     import_colab_secrets,
     load_config,
@@ -154,6 +156,15 @@ def test_the_realtime_url_is_derived_from_the_api_url() -> None:
     assert set_explicitly.realtime_url_for() == "ws://other:1/ws/"
     with pytest.raises(ValueError, match="TILEDESK_REALTIME_URL"):
         Config().realtime_url_for()
+
+
+def test_the_agent_console_is_the_sandboxs_or_the_clouds_dashboard() -> None:
+    url = "http://127.0.0.1:3000"
+    assert agent_console_url_for(url + "/", sandbox=True) == url + "/console"
+    assert agent_console_url_for(url + "/v3", sandbox=True) == url + "/v3/console"
+    cloud = "https://api.tiledesk.com/v3"
+    assert agent_console_url_for(cloud, sandbox=False) == TILEDESK_CLOUD_DASHBOARD_URL
+    assert agent_console_url_for("https://tiledesk.example.com/api", sandbox=False) is None
 
 
 def test_the_default_is_read_once_and_can_be_replaced(

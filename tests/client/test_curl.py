@@ -92,3 +92,24 @@ def test_unknown_scheme_and_stray_jwts_are_hidden() -> None:
 def test_non_json_body_is_shown_as_is() -> None:
     args = args_of(render_curl("POST", "http://h/x", {"Content-Type": "text/plain"}, "a b"))
     assert args[-2:] == ["-d", "a b"]
+
+
+def test_a_whole_delivery_is_shown_with_every_secret_hidden() -> None:
+    """Event.redacted_raw: the body as it came, the token and any secret field shortened."""
+    from tiledesk_tutorial.redact import redact_secrets
+    from tiledesk_tutorial.webhooks import make_delivery, make_message_payload, parse_delivery
+
+    secret = "a-secret-of-sufficient-length-0123456789"
+    delivery = make_delivery(make_message_payload("hi"), secret)
+    event = parse_delivery(delivery.body)
+    token = event.raw["token"]
+    shown = event.redacted_raw()
+    assert sorted(shown) == ["hook", "payload", "timestamp", "token"]
+    assert shown["payload"] == event.payload and shown["timestamp"] == event.timestamp
+    assert shown["token"] == f"{token[:4]}…({len(token)} chars)"
+    assert token not in json.dumps(shown)
+    nested = {"hook": {"Secret": secret}, "notes": [f"copied JWT {token}"], "n": 1}
+    hidden = redact_secrets(nested)
+    assert hidden["hook"]["Secret"] == f"{secret[:4]}…({len(secret)} chars)"
+    assert token not in hidden["notes"][0] and hidden["n"] == 1
+    assert nested["hook"]["Secret"] == secret  # a copy: the event keeps what came

@@ -4,6 +4,7 @@ Retry-After, realtime topics and frames (tiledesk_tutorial/wire.py; docs/wire-fo
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -127,3 +128,49 @@ def test_realtime_topics_round_trip_and_frames_are_compact_json() -> None:
     assert heartbeat == {"action": "heartbeat", "payload": {"message": {"text": "ping"}}}
     published = json.loads(wire.frame_publish("/t", "CREATE", {"text": "é"}))
     assert published["payload"] == {"topic": "/t", "method": "CREATE", "message": {"text": "é"}}
+
+
+def test_tiledesks_trailing_space_in_names_reaches_no_output() -> None:
+    """Tiledesk writes "John " for a visitor with no last name; every place that shows a name
+    shows it trimmed, through wire.trim_name (the payload itself keeps it as sent)."""
+    from tiledesk_tutorial.delivery_log import DeliveryRecord
+    from tiledesk_tutorial.inspector import row_label
+    from tiledesk_tutorial.listen import event_line, event_record
+    from tiledesk_tutorial.webhooks import make_delivery, make_message_payload, parse_delivery
+    from tiledesk_tutorial.widgets import render_conversations
+
+    payload = make_message_payload("Hello", sender_fullname="John ")
+    payload["request"]["lead"]["fullname"] = "John "
+    delivery = make_delivery(payload, "a-secret-of-sufficient-length-0123456789")
+    event = parse_delivery(delivery.body)
+    record = DeliveryRecord(
+        number=1,
+        received_at=datetime.now(UTC),
+        method="POST",
+        path="/webhook",
+        remote="127.0.0.1",
+        headers=(),
+        body=delivery.data(),
+        body_size=len(delivery.data()),
+        status=200,
+        verdict="kept",
+        event=event,
+    )
+    assert event.payload["senderFullname"] == "John "  # as sent
+    message, request = event.message, event.request
+    assert message is not None and request is not None
+    shown = {
+        "event.sender_fullname": event.sender_fullname,
+        "event.lead_name": event.lead_name,
+        "event.summary()": event.summary(),
+        "repr(event.message)": repr(message),
+        "repr(event.request)": repr(request),
+        "request.lead_name": request.lead_name,
+        "the view": render_conversations([event]),
+        "listen's line": event_line(event),
+        "listen --json": json.dumps(event_record(event)),
+        "the inspector's row": row_label(record),
+    }
+    for where, text in shown.items():
+        assert "John" in str(text), where
+        assert not re.search(r"John ['\"<:,)\]]|John $", str(text)), (where, text)

@@ -22,10 +22,12 @@ from typing import Any
 
 import nbformat
 import pytest
+import requests
 from support.faults import FAKE_NGROK_AUTHTOKEN, SANDBOX_WEBHOOK_SECRET, notebook_leaks
 from support.net import free_port
 from support.notebooks import (
     NOTEBOOKS,
+    cell_outputs,
     execute_notebook,
     outputs,
     widget_models,
@@ -49,6 +51,18 @@ ORDER = [
     "07_rich_messages",
 ]
 
+#: What a learner does after Run All in the notebooks with a reply box: types an answer and
+#: presses Enter (what the page sends), calls clean_up() when done, then tries the box again.
+AFTER_RUN_ALL = [
+    'chat._text.value = "Typed after Run All: still there?"\n'
+    'chat._on_text_message(chat._text, {"event": "submit"}, [])  # Enter in the box\n'
+    "print(chat.status_text)\n"
+    'chat.wait_until_shown("Typed after Run All: still there?", timeout=15)',
+    "clean_up()",
+    'print(chat.reply("Typed after the clean-up"))\nprint(chat.status_text)',
+]
+THEN = {"05_live_conversation": AFTER_RUN_ALL, "06_realtime": AFTER_RUN_ALL}
+
 
 @pytest.fixture(scope="module")
 def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -60,7 +74,9 @@ def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
         # Set, so the secrets scan proves it is shown redacted (the sandbox needs no tunnel).
         monkeypatch.setenv("NGROK_AUTHTOKEN", FAKE_NGROK_AUTHTOKEN)
-        executed = {name: execute_notebook(name, workdir) for name in ORDER}
+        executed = {
+            name: execute_notebook(name, workdir, then=THEN.get(name, ())) for name in ORDER
+        }
         state = json.loads((home / "state.json").read_text())
         yield {"notebooks": executed, "sandbox": sandbox, "state": state, "workdir": workdir}
 
@@ -103,6 +119,21 @@ def test_send_message_notebook_shows_the_conversation_both_ways(tutorial_run: di
     assert "[visitor] John: hello my name is John and I need help" in shown
     assert "[agent] Ada Lovelace: Hi John, I'm Ada. How can I help you?" in shown
     assert "('ASSIGNED', 1, [" in shown
+    # The agent console is linked, where the learner sees the Requests panel (issue 13, item 8).
+    sandbox: SandboxHandle = tutorial_run["sandbox"]
+    entry = tutorial_run["state"]["servers"][sandbox.url]
+    assert f"Agent console: {sandbox.url}/console\n" in shown
+    assert f"Sign in as:    {entry['email']}\n" in shown
+    page = requests.get(f"{sandbox.url}/console", timeout=10)
+    assert page.status_code == 200 and "<title>" in page.text
+    # A curl that runs as printed, the token read from $TILEDESK_TOKEN (item 10).
+    notebook = tutorial_run["notebooks"]["03_send_message"]
+    [printed] = [cell_outputs(c) for c in notebook.cells if c.get("id") == "03-11b"]
+    assert printed.startswith(f"curl {sandbox.url}/{entry['project_id']}/requests/support-group-")
+    assert printed.rstrip().endswith('-H "Authorization: $TILEDESK_TOKEN"'), printed
+    [ran] = [cell_outputs(c) for c in notebook.cells if c.get("id") == "03-11c"]
+    messages = json.loads(ran)
+    assert [m["text"] for m in messages][:1] == ["hello my name is John and I need help"]
 
 
 def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: dict) -> None:
@@ -115,6 +146,16 @@ def test_webhooks_notebook_receives_both_messages_in_the_widget(tutorial_run: di
     assert "message.create 200 http://127.0.0.1:" in shown  # the delivery history
     assert "Subscription deleted, listener stopped, tunnel closed." in shown
     assert "secret='" in shown and "…(" in shown  # the subscription's secret, redacted
+    # One whole delivery, shown once as Tiledesk posted it, its token shortened (item 9).
+    [whole] = [c for c in notebook.cells if c.get("id") == "04-16"]
+    body = json.loads(cell_outputs(whole))
+    assert sorted(body) == ["hook", "payload", "timestamp", "token"]
+    assert body["payload"]["text"] == "Hello, I need help with my order"
+    assert body["payload"]["senderFullname"] == "John "  # as sent: the note says why
+    assert body["hook"]["event"] == "message.create" and "secret" not in body["hook"]
+    assert re.fullmatch(r"eyJh…\(\d+ chars\)", body["token"]), body["token"]
+    assert shown.count('"timestamp": ') == 1
+    assert "Message(text='Hello, I need help with my order', sender_fullname='John'," in shown
     log_html = widget_value(notebook, "tiledesk-log")
     assert "Hello, I need help with my order" in log_html
     assert "Hi I&#x27;m Rosy. How can help you?" in log_html
@@ -140,8 +181,9 @@ def test_live_conversation_notebook_chats_and_closes(tutorial_run: dict) -> None
     positions = [log_html.index(text) for text in order]
     assert positions == sorted(positions)
     assert ">closed</span>" in log_html
-    assert widget_value(notebook, "tiledesk-status").startswith("Sent at ")
-    assert "Subscriptions deleted, listener stopped, tunnel closed." in shown
+    assert "Subscriptions deleted" not in outputs_before_then(notebook)  # clean_up() only defined
+    cleaned_up = "Subscriptions deleted, listener stopped, tunnel closed."
+    assert_the_reply_box_works_after_run_all(notebook, "webhook listener", cleaned_up)
 
 
 def test_realtime_notebook_receives_both_sides_with_no_public_url(tutorial_run: dict) -> None:
@@ -159,8 +201,31 @@ def test_realtime_notebook_receives_both_sides_with_no_public_url(tutorial_run: 
     order = ["delivery address", "What is the new address?", "Anything else?", "Chat closed"]
     positions = [log_html.index(text) for text in order]
     assert positions == sorted(positions) and ">closed</span>" in log_html
-    assert widget_value(notebook, "tiledesk-status").startswith("Sent at ")
-    assert "Feed stopped." in shown
+    assert "Feed stopped." not in outputs_before_then(notebook)  # clean_up() only defined
+    assert_the_reply_box_works_after_run_all(notebook, "realtime feed", "Feed stopped.")
+
+
+def outputs_before_then(notebook: nbformat.NotebookNode) -> str:
+    """What the notebook itself showed (Run All), without the cells the test ran after it."""
+    return "\n".join(cell_outputs(c) for c in notebook.cells if not c.id.startswith("then-"))
+
+
+def assert_the_reply_box_works_after_run_all(
+    notebook: nbformat.NotebookNode, source: str, cleaned_up: str
+) -> None:
+    """After Run All, what the learner types shows in the view; after clean_up() the box refuses,
+    saying why, and sends nothing (never "Sent ...; it shows above" into nothing)."""
+    typed, cleaned, refused = (cell_outputs(c) for c in notebook.cells if c.id.startswith("then-"))
+    assert cleaned.strip() == cleaned_up
+    assert typed.startswith("Sent at ") and typed.rstrip().endswith("True"), typed
+    log_html = widget_value(notebook, "tiledesk-log")
+    assert "Typed after Run All: still there?" in log_html
+    assert "Typed after the clean-up" not in log_html
+    assert refused.startswith("None\n"), refused
+    status = widget_value(notebook, "tiledesk-status")
+    assert status == refused.split("\n", 1)[1].strip()
+    assert status.startswith(f"Not sent: the {source} this view follows is stopped"), status
+    assert "Sent at" not in status
 
 
 def test_rich_messages_notebook_sends_a_photo_reopens_and_rates(tutorial_run: dict) -> None:
@@ -185,6 +250,16 @@ def test_no_notebook_shows_a_secret(tutorial_run: dict) -> None:
         shown = outputs(notebook) + json.dumps(widget_models(notebook))
         assert not FULL_JWT.search(shown), name
         assert entry["password"] not in shown, name
+
+
+def test_no_notebook_shows_a_name_with_tiledesks_trailing_space(tutorial_run: dict) -> None:
+    """Tiledesk stores "John " (no last name): what the package shows is trimmed; only a body
+    shown as JSON, exactly as sent, keeps it."""
+    for name, notebook in tutorial_run["notebooks"].items():
+        # The decoded token of notebook 02 is shown as signed: its fullName claim is "John ".
+        shown = outputs(notebook).replace("'fullName': 'John '", "'fullName': <as signed>")
+        assert not re.search(r"John ['<:,)\]]|John $", shown, re.MULTILINE), name
+    assert "'John: Thanks!" in outputs(tutorial_run["notebooks"]["05_live_conversation"])
 
 
 def test_no_executed_notebook_file_shows_a_secret_in_full(tutorial_run: dict) -> None:
@@ -223,11 +298,33 @@ def test_a_notebook_opened_first_makes_what_it_needs(
     clean_tutorial_env(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox.url)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    notebook = execute_notebook("05_live_conversation", tmp_path)
+    notebook = execute_notebook("05_live_conversation", tmp_path, then=["clean_up()"])
     shown = outputs(notebook)
     assert "this sandbox had no tutorial account yet" in shown
     assert "created the project 'Tiledesk tutorial'" in shown
     assert "Chat closed" in widget_value(notebook, "tiledesk-log")
+
+
+@pytest.mark.timeout(180)
+def test_running_03_before_01_and_01_again_makes_one_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_session: SandboxHandle
+) -> None:
+    """Projects do not pile up: 01 reuses the project 03 made, and a re-run of 01 reuses it too."""
+    home = clean_tutorial_env(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
+    first = outputs(execute_notebook("03_send_message", tmp_path))
+    assert "created the project 'Tiledesk tutorial'" in first
+    again = [outputs(execute_notebook("01_signup_and_project", tmp_path)) for _ in range(2)]
+    entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]
+    with TiledeskClient(sandbox_session.url) as owner:
+        owner.sign_in(entry["email"], entry["password"])
+        projects = [(m.project.name, m.project.id) for m in owner.list_projects()]
+    assert projects == [("Tiledesk tutorial", entry["project_id"])]
+    for shown in again:
+        assert f"PROJECT_ID = {entry['project_id']}" in shown
+        # The curl of the cell is the reuse (GET /projects/<id>), not a new project's POST.
+        assert f"curl {sandbox_session.url}/projects/{entry['project_id']} \\" in shown
+        assert f"curl -X POST {sandbox_session.url}/projects " not in shown
 
 
 @pytest.mark.timeout(120)
@@ -239,7 +336,8 @@ def test_a_notebook_runs_again_in_the_same_kernel(
     clean_tutorial_env(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("TILEDESK_SANDBOX_URL", sandbox_session.url)
     monkeypatch.setenv("TILEDESK_LISTENER_PORT", str(free_port()))
-    notebook = execute_notebook(name, tmp_path, twice=True)
+    then = ["clean_up()"] if name == "05_live_conversation" else []  # 04 cleans up itself
+    notebook = execute_notebook(name, tmp_path, twice=True, then=then)
     counts = [m["value"] for m in widget_models(notebook) if "tiledesk-count" in m["classes"]]
     assert len(counts) == 2, counts  # one view per run
     # The second run's view shows only the second run's messages, each once: the first listener
@@ -267,7 +365,7 @@ def test_live_mode_runs_the_notebooks_unchanged(
     signup = outputs(execute_notebook("01_signup_and_project", tmp_path))
     assert f"Live mode: your Tiledesk at {sandbox_session.url}." in signup
     assert f"{email} has an account already: we sign in with it next." in signup
-    chat = execute_notebook("05_live_conversation", tmp_path)
+    chat = execute_notebook("05_live_conversation", tmp_path, then=["clean_up()"])
     assert "Note:" not in outputs(chat)  # the project made by 01 is used
     assert "Chat closed" in widget_value(chat, "tiledesk-log")
     rich = execute_notebook("07_rich_messages", tmp_path)

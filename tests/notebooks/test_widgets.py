@@ -316,6 +316,30 @@ def test_reply_to_a_fixed_conversation(sandbox_session: SandboxHandle) -> None:
     agent.close()
 
 
+def test_the_reply_box_refuses_when_its_source_is_stopped(sandbox_session: SandboxHandle) -> None:
+    """A stopped listener would never bring the reply back: the box says so and sends nothing."""
+    agent = TiledeskClient(sandbox_session.url, backoff_factor=0.01)
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    agent.sign_up(email, "Passw0rd!-widget", "Ada", "Lovelace")
+    agent.sign_in(email, "Passw0rd!-widget")
+    agent.project_id = agent.create_project("Widget").id
+    rid = new_request_id(agent.project_id)
+    agent.as_visitor(firstname="John").send_message(rid, "first")
+    listener = WebhookListener(port=0).start()
+    view = ConversationView(listener, client=agent, request_id=rid)
+    listener.stop()
+    view._text.value = "into nothing"
+    view._on_text_message(view._text, {"event": "submit"}, [])  # Enter in the box
+    assert view.status_text == (
+        "Not sent: the webhook listener this view follows is stopped, so your reply would never "
+        "show here. Start it again (.start()) or re-run the notebook."
+    )
+    assert view._text.value == "into nothing"  # kept, to send once the listener runs again
+    assert [m.text for m in agent.list_messages(rid)] == ["first"]
+    view.close()
+    agent.close()
+
+
 # -- the widget, fed by any event source --------------------------------------------------------
 class HubSource:
     """The smallest EventSource: an EventHub and nothing else (as the realtime feed is built)."""

@@ -15,6 +15,7 @@ import pytest
 
 from tiledesk_tutorial import samples
 from tiledesk_tutorial.client import TiledeskClient, new_request_id
+from tiledesk_tutorial.listener import WebhookListener
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.sandbox import SandboxHandle
 from tiledesk_tutorial.webhooks import make_delivery, make_message_payload, parse_delivery
@@ -217,4 +218,24 @@ def test_the_servers_own_photo_is_shown_inline_and_its_link_kept(
     view.close()
     plain = render_conversations([rich("image", meta, "damaged-box.png")])  # no client: as sent
     assert [a["src"] for t, a in Tags(plain).tags if t == "img"] == [uploaded.src]
+    agent.close()
+
+
+def test_attach_refuses_when_the_views_source_is_stopped(sandbox_session: SandboxHandle) -> None:
+    agent = TiledeskClient(sandbox_session.url, backoff_factor=0.01)
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    agent.sign_up(email, "Passw0rd!-attach", "Ada", "Lovelace")
+    agent.sign_in(email, "Passw0rd!-attach")
+    agent.project_id = agent.create_project("Attach").id
+    rid = new_request_id(agent.project_id)
+    agent.as_visitor(firstname="John").send_message(rid, "first")
+    listener = WebhookListener(port=0).start()
+    view = ConversationView(listener, client=agent, request_id=rid)
+    listener.stop()
+    pick(view, "box.png", samples.DAMAGED_BOX.read_bytes())
+    assert view.status_text.startswith(
+        "Not sent: the webhook listener this view follows is stopped"
+    )
+    assert [m.text for m in agent.list_messages(rid)] == ["first"]  # nothing uploaded nor sent
+    view.close()
     agent.close()

@@ -21,6 +21,7 @@ import pytest
 from realtime.helpers import Proxy
 from tiledesk_tutorial import TiledeskClient, new_request_id, start_sandbox
 from tiledesk_tutorial.config import Config
+from tiledesk_tutorial.errors import InvalidInputError
 from tiledesk_tutorial.models import Event
 from tiledesk_tutorial.realtime import (
     RealtimeAuthError,
@@ -143,6 +144,30 @@ def test_a_close_is_request_close_then_chat_closed(world: World) -> None:
         [system] = feed.wait_for(lambda e: e.role == "system", timeout=WAIT)
     assert closed.request_id == rid and closed.status == 1000
     assert system.text == "Chat closed" and system.request_id == rid
+
+
+def test_a_reply_long_after_the_close_still_comes_back_to_the_view(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After Run All of notebook 06 the conversation is closed and, after a grace period, no
+    longer followed: the view's reply asks the feed to follow it again, so the reply shows."""
+    from tiledesk_tutorial import ConversationView, realtime
+
+    monkeypatch.setattr(realtime, "CLOSED_GRACE", 0.2)
+    with world.feed() as feed:
+        rid = new_request_id(world.project_id)
+        world.visitor().send_message(rid, "hello, then goodbye")
+        feed.wait_for(lambda e: e.text == "hello, then goodbye", timeout=WAIT)
+        world.agent.close_request(rid)
+        feed.wait_for(lambda e: e.text == "Chat closed" and e.request_id == rid, timeout=WAIT)
+        followed = until(lambda: feed.conversations, lambda rids: rid not in rids)
+        assert rid not in followed  # the grace is over: the feed no longer follows it
+        view = ConversationView(feed, client=world.agent, request_id=rid)
+        assert view.reply("typed long after the close") is not None
+        assert view.wait_until_shown("typed long after the close", timeout=WAIT)
+        view.close()
+    with pytest.raises(InvalidInputError, match="conversation's id"):
+        feed.follow_conversation("")
 
 
 def test_a_dropped_connection_loses_nothing_and_repeats_nothing(

@@ -21,7 +21,16 @@ from urllib.parse import quote
 import pytest
 import requests
 from support.fast_retries import FAST_RETRIES
-from support.sandbox import PASSWORD, Receiver, Socket, World, make_world, ws_url
+from support.sandbox import (
+    PASSWORD,
+    Api,
+    Receiver,
+    Socket,
+    World,
+    make_world,
+    sign_up_agent,
+    ws_url,
+)
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -172,6 +181,18 @@ def test_the_presenter_token_is_random_per_start_and_redacted_in_reprs() -> None
 
 
 # ------------------------------------------------------------------------------ what it shows
+
+
+def test_a_learners_name_is_shown_trimmed(room_sandbox) -> None:
+    """Names signed up with stray spaces (Tiledesk keeps them) show trimmed in the room."""
+    with RoomSocket(room_sandbox) as view:
+        api = Api(room_sandbox.url)
+        try:
+            email, _token, _id = sign_up_agent(api, "Pat ", " Presenter ")
+        finally:
+            api.close()
+        entry = learner(view.until(lambda room: learner(room, email)), email)
+        assert entry["name"] == "Pat Presenter"
 
 
 def test_a_learner_appears_as_they_sign_up_create_a_project_and_send(room_sandbox) -> None:

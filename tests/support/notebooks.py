@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "CELL_TIMEOUT",
     "NOTEBOOKS",
     "WIDGET_STATE",
+    "cell_outputs",
     "execute_notebook",
     "outputs",
     "tutorial_notebooks",
@@ -71,6 +73,7 @@ def execute_notebook(
     cell_timeout: int = CELL_TIMEOUT,
     retry_stall: bool = True,
     allow_errors: bool = False,
+    then: Sequence[str] = (),
 ) -> nbformat.NotebookNode:
     """Run a copy of ``notebooks/<name>.ipynb`` in ``workdir`` in a fresh kernel; return it.
 
@@ -84,6 +87,10 @@ def execute_notebook(
     ``allow_errors``: a cell that fails does not stop the run; its error is in its outputs (a
     learner's mistake, as the notebook shows it).
 
+    ``then``: code run after the notebook, in the same kernel, one cell each (what a learner does
+    after Run All: type in a reply box, call ``clean_up()``); they are the notebook's last cells,
+    ids ``then-0``, ``then-1``...
+
     A kernel run on this kind of machine stalls for a minute, rarely, with no error
     (docs: environment notes): with ``retry_stall`` such a run is retried once, and logged.
     """
@@ -96,6 +103,10 @@ def execute_notebook(
                 nbformat.from_dict({**cell, "id": f"again-{cell.id}"}) for cell in notebook.cells
             ]
             notebook.cells = notebook.cells[:-1] + again
+        notebook.cells += [
+            nbformat.v4.new_code_cell(source, id=f"then-{index}")
+            for index, source in enumerate(then)
+        ]
         client = _WidgetKeepingClient(
             notebook,
             timeout=cell_timeout,
@@ -119,15 +130,19 @@ def execute_notebook(
 
 def outputs(notebook: nbformat.NotebookNode) -> str:
     """Every text the notebook shows (streams, results, errors), joined."""
+    return "\n".join(cell_outputs(cell) for cell in notebook.cells)
+
+
+def cell_outputs(cell: nbformat.NotebookNode) -> str:
+    """Every text one executed cell shows (streams, results, errors), joined."""
     parts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            if output.output_type == "stream":
-                parts.append(output.text)
-            elif output.output_type in ("execute_result", "display_data"):
-                parts.append(str(output.data.get("text/plain", "")))
-            elif output.output_type == "error":
-                parts.append(f"{output.ename}: {output.evalue}\n" + "\n".join(output.traceback))
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.append(str(output.data.get("text/plain", "")))
+        elif output.output_type == "error":
+            parts.append(f"{output.ename}: {output.evalue}\n" + "\n".join(output.traceback))
     return "\n".join(parts)
 
 

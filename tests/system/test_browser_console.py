@@ -252,3 +252,24 @@ def test_messages_arrive_over_the_realtime_socket_and_survive_a_restart(tmp_path
         assert page.locator("#messages li").count() == 6  # nothing shown twice
     world.api.close()
     errors.assert_none(ignore=("WebSocket connection to",))
+
+
+def test_projects_of_the_same_name_are_told_apart_in_the_picker(sandbox, world, page):
+    """A tutorial run twice may leave two "Tutorial Project"s: each option says which is which."""
+    errors = PageErrors(page)
+    second = world.api.post("/projects", json={"name": "Tutorial Project"}, token=world.agent_token)
+    assert second.status_code == 200, second.text
+    ids = [world.project_id, second.json()["_id"]]
+    sign_in(page, sandbox.url + "/console", world.email)
+    page.get_by_text("2 projects: choose one.").wait_for()
+    options = page.locator("#project option")
+    labels = {options.nth(i).get_attribute("value"): options.nth(i).inner_text() for i in (1, 2)}
+    assert sorted(labels) == sorted(ids)
+    for pid, label in labels.items():
+        assert re.fullmatch(
+            rf"Tutorial Project · …{pid[-6:]} · created \d\d:\d\d \(owner\)", label
+        ), label
+    assert len(set(labels.values())) == 2
+    page.locator("#project").select_option(ids[1])
+    page.locator("#project-id").filter(has_text=ids[1]).wait_for()
+    errors.assert_none()

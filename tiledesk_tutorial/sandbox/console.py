@@ -30,18 +30,20 @@ _INLINE_BLOCK = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 def console_page() -> Response:
     """The console page, never cached, with its security headers."""
     page, policy = _page_and_policy()
-    return Response(
-        200,
-        page,
-        {
-            "Content-Type": "text/html; charset=utf-8",
-            "Content-Security-Policy": policy,
-            "Cache-Control": "no-cache, no-store, must-revalidate",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY",
-        },
-    )
+    return Response(200, page, page_headers(policy))
+
+
+def page_headers(policy: str) -> dict[str, str]:
+    """The headers of a page the sandbox serves (the console, the room view): never cached,
+    never framed, its own ``policy`` for what may run."""
+    return {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": policy,
+        "Cache-Control": "no-cache, no-store, must-revalidate",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
 
 
 def content_security_policy(page: str) -> str:

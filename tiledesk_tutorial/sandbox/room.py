@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 from tiledesk_tutorial.redact import redact, redact_jwts
 from tiledesk_tutorial.sandbox.asgi import Request, Response, text_response
 from tiledesk_tutorial.sandbox.changes import Changes
-from tiledesk_tutorial.sandbox.console import content_security_policy
+from tiledesk_tutorial.sandbox.console import content_security_policy, page_headers
 from tiledesk_tutorial.sandbox.store import Store
 from tiledesk_tutorial.wire import (
     HEARTBEAT_PING,
@@ -54,6 +54,7 @@ from tiledesk_tutorial.wire import (
     frame_publish,
     iso,
     sender_role,
+    trim_name,
 )
 
 log = logging.getLogger("tiledesk_tutorial.sandbox.room")
@@ -343,7 +344,7 @@ class Room:
         learners = [
             {
                 "id": user_id,
-                "name": " ".join(part for part in (firstname, lastname) if part),
+                "name": " ".join(p for p in (trim_name(firstname), trim_name(lastname)) if p),
                 "email": email,
                 "joined_at": created_at,
                 "projects": projects.get(user_id, []),
@@ -419,14 +420,7 @@ class Room:
                 "address that tiledesk-sandbox --room printed when it started.",
             )
         page, policy = _page_and_policy()
-        headers = {
-            "Content-Type": "text/html; charset=utf-8",
-            "Content-Security-Policy": policy,
-            "Cache-Control": "no-cache, no-store, must-revalidate",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY",
-        }
+        headers = page_headers(policy)
         if request.query.get("token"):
             headers["Set-Cookie"] = (
                 f"{COOKIE_NAME}={self._token}; Path=/room; HttpOnly; SameSite=Strict"
