@@ -61,7 +61,11 @@ AFTER_RUN_ALL = [
     "clean_up()",
     'print(chat.reply("Typed after the clean-up"))\nprint(chat.status_text)',
 ]
-THEN = {"05_live_conversation": AFTER_RUN_ALL, "06_realtime": AFTER_RUN_ALL}
+THEN = {
+    "05_live_conversation": AFTER_RUN_ALL,
+    "06_realtime": AFTER_RUN_ALL,
+    "07_rich_messages": AFTER_RUN_ALL,
+}
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +245,8 @@ def test_rich_messages_notebook_sends_a_photo_reopens_and_rates(tutorial_run: di
     order = ["damaged-box.png", "A new parcel is on its way.", "Chat closed", "Chat reopened"]
     positions = [log_html.index(text) for text in order]
     assert positions == sorted(positions)
-    assert "Feed stopped." in shown
+    assert "Feed stopped." not in outputs_before_then(notebook)  # clean_up() only defined
+    assert_the_reply_box_works_after_run_all(notebook, "realtime feed", "Feed stopped.")
 
 
 def test_no_notebook_shows_a_secret(tutorial_run: dict) -> None:
@@ -368,7 +373,7 @@ def test_live_mode_runs_the_notebooks_unchanged(
     chat = execute_notebook("05_live_conversation", tmp_path, then=["clean_up()"])
     assert "Note:" not in outputs(chat)  # the project made by 01 is used
     assert "Chat closed" in widget_value(chat, "tiledesk-log")
-    rich = execute_notebook("07_rich_messages", tmp_path)
+    rich = execute_notebook("07_rich_messages", tmp_path, then=["clean_up()"])
     assert "Chat reopened" in widget_value(rich, "tiledesk-log")
     entry = json.loads((home / "state.json").read_text())["servers"][sandbox_session.url]
     assert entry["mode"] == "live" and "password" not in entry
