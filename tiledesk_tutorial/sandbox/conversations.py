@@ -450,13 +450,7 @@ class Conversations:
         """
         at = now()
         with self.feed.transaction() as (conn, changes):
-            row = conn.execute(
-                "SELECT doc FROM requests WHERE id_project = ? AND request_id = ?",
-                (project_id, request_id),
-            ).fetchone()
-            if row is None:
-                raise ApiError(404, {"success": False, "error": "Request not found"})
-            request = json.loads(row[0])
+            request = self._locked_request(conn, project_id, request_id)
             if as_visitor:
                 self._check_conversation_access(caller, member, request)
             elif member.role not in SEES_EVERY_REQUEST and caller.id not in (
@@ -531,13 +525,8 @@ class Conversations:
         rating, comment = _check_rating(body)
         at = now()
         with self.feed.transaction() as (conn, changes):
-            row = conn.execute(
-                "SELECT doc FROM requests WHERE id_project = ? AND request_id = ?",
-                (project_id, request_id),
-            ).fetchone()
-            if row is None:
-                raise ApiError(404, {"success": False, "msg": "Request not found"})
-            request = json.loads(row[0])
+            # The rating route names its error "msg", as recorded (rich/51b).
+            request = self._locked_request(conn, project_id, request_id, error_key="msg")
             self._check_conversation_access(caller, member, request)
             request["rating"] = rating
             if comment is not None:
@@ -548,14 +537,19 @@ class Conversations:
         return docs.render_request(request)
 
     def _locked_request(
-        self, conn: sqlite3.Connection, project_id: str, request_id: str
+        self,
+        conn: sqlite3.Connection,
+        project_id: str,
+        request_id: str,
+        *,
+        error_key: str = "error",
     ) -> dict[str, Any]:
         row = conn.execute(
             "SELECT doc FROM requests WHERE id_project = ? AND request_id = ?",
             (project_id, request_id),
         ).fetchone()
         if row is None:
-            raise ApiError(404, {"success": False, "error": "Request not found"})
+            raise ApiError(404, {"success": False, error_key: "Request not found"})
         return json.loads(row[0])
 
     def _system_message(
